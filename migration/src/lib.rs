@@ -1,0 +1,15 @@
+//! Schema migrations (sea-orm-migration). Shipped migrations are immutable:
+//! change the schema by adding a new file.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261203_000001_create_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261203_000001_create_tables::Migration)]
+    }
+}

@@ -1,0 +1,54 @@
+//! Exchange clients behind one trait: validate a credential's shape, sign and
+//! send the test call, classify the exchange's errors into
+//! [`ExchangeErrorCode`]s with a hint for the user, read the key's
+//! permissions, report rate-limit usage. No database and no GraphQL in here.
+
+pub mod binance;
+mod error;
+mod registry;
+
+use crate::crypto::SecretString;
+use crate::domain::{Environment, Exchange, Permissions};
+use std::time::Duration;
+
+pub use error::{CredentialShapeError, ExchangeError};
+pub use registry::{ExchangeEndpoints, ExchangeRegistry, UnsupportedExchange};
+
+/// Credentials as the user pasted them. Only ever in memory.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub api_key: SecretString,
+    pub api_secret: SecretString,
+    pub passphrase: Option<SecretString>,
+}
+
+/// What a successful test call learned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestReport {
+    pub latency: Duration,
+    pub permissions: Permissions,
+    /// Rate-limit usage reported by the exchange, when it tells.
+    pub usage: Option<RateUsage>,
+}
+
+/// Rate-limit consumption the exchange reported on its last response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateUsage {
+    /// e.g. Binance `X-MBX-USED-WEIGHT-1M`.
+    pub weight_used: u32,
+    pub weight_limit: u32,
+}
+
+/// One exchange's client. Implementations are cheap to share (`Arc<dyn>`).
+#[async_trait::async_trait]
+pub trait ExchangeClient: Send + Sync {
+    fn exchange(&self) -> Exchange;
+
+    /// Checks the credential's shape without calling the exchange. The error
+    /// names the offending input field (`apiKey`, `apiSecret`, `passphrase`,
+    /// `environment`).
+    fn check_credentials(&self, environment: Environment, credentials: &Credentials) -> Result<(), CredentialShapeError>;
+
+    /// Makes the signed test call and reads the key's permissions.
+    async fn test(&self, environment: Environment, credentials: &Credentials) -> Result<TestReport, ExchangeError>;
+}

@@ -1,0 +1,72 @@
+//! Picks the client for an exchange at run time, from a database row.
+
+use super::ExchangeClient;
+use super::binance::BinanceClient;
+use crate::domain::{Environment, Exchange};
+use std::collections::HashMap;
+use std::sync::Arc;
+use url::Url;
+
+/// Base URLs (scheme, host, port; no path) per exchange and environment.
+#[derive(Debug, Clone)]
+pub struct ExchangeEndpoints {
+    pub binance: Url,
+    pub binance_testnet: Url,
+    pub coinbase: Url,
+    pub kraken: Url,
+    pub kite: Url,
+    pub kite_login: Url,
+}
+
+impl Default for ExchangeEndpoints {
+    fn default() -> Self {
+        let url = |s: &str| Url::parse(s).expect("static URL");
+        Self {
+            binance: url("https://api.binance.com"),
+            binance_testnet: url("https://testnet.binance.vision"),
+            coinbase: url("https://api.coinbase.com"),
+            kraken: url("https://api.kraken.com"),
+            kite: url("https://api.kite.trade"),
+            kite_login: url("https://kite.zerodha.com/connect/login"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{exchange} is not yet supported by this service; only {supported} can be connected today")]
+pub struct UnsupportedExchange {
+    pub exchange: Exchange,
+    pub supported: String,
+}
+
+/// The clients this build supports.
+#[derive(Clone)]
+pub struct ExchangeRegistry {
+    clients: HashMap<Exchange, Arc<dyn ExchangeClient>>,
+}
+
+impl ExchangeRegistry {
+    pub fn new(endpoints: &ExchangeEndpoints, http: reqwest::Client) -> Self {
+        let mut clients: HashMap<Exchange, Arc<dyn ExchangeClient>> = HashMap::new();
+        clients.insert(
+            Exchange::Binance,
+            Arc::new(BinanceClient::new(http, endpoints.binance.clone(), endpoints.binance_testnet.clone())),
+        );
+        Self { clients }
+    }
+
+    pub fn get(&self, exchange: Exchange) -> Result<Arc<dyn ExchangeClient>, UnsupportedExchange> {
+        self.clients.get(&exchange).cloned().ok_or_else(|| UnsupportedExchange {
+            exchange,
+            supported: self.supported().iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    pub fn supported(&self) -> Vec<Exchange> {
+        Exchange::ALL.iter().copied().filter(|e| self.clients.contains_key(e)).collect()
+    }
+
+    pub fn supports(&self, exchange: Exchange, _environment: Environment) -> bool {
+        self.clients.contains_key(&exchange)
+    }
+}

@@ -1,0 +1,6 @@
+//! Mock exchanges: local HTTP servers that check signatures exactly as each
+//! exchange documents them and answer with the exchange's real error bodies.
+
+#![allow(dead_code)]
+
+pub mod binance;
