@@ -44,7 +44,8 @@ string_enum!(
 );
 
 string_enum!(
-    /// The connection status machine (DESIGN.md "Connection status").
+    /// Where a connection stands: PENDING (saved, untested), HEALTHY, DEGRADED (transient failures),
+    /// FAILING, NEEDS_REAUTH (a daily session expired) or REVOKED (final).
     ConnectionStatus {
         Pending => "PENDING",
         Healthy => "HEALTHY",
@@ -82,13 +83,13 @@ impl ExchangeErrorCode {
 }
 
 /// What an API key may do, as read from the exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, async_graphql::SimpleObject)]
 #[serde(rename_all = "camelCase")]
 pub struct Permissions {
     pub can_read: bool,
     pub can_trade: bool,
     pub can_withdraw: bool,
-    /// `None` when the exchange does not tell (e.g. Binance testnet).
+    /// Null when the exchange does not say (e.g. Binance's testnet).
     pub ip_restricted: Option<bool>,
 }
 
@@ -105,6 +106,9 @@ mod tests {
             assert_eq!(ConnectionStatus::parse(s.as_str()), Some(*s));
         }
         assert_eq!(Exchange::parse("binance"), None);
-        assert_eq!(serde_json::to_string(&ExchangeErrorCode::IpNotAllowed).unwrap(), "\"IP_NOT_ALLOWED\"");
+        assert_eq!(
+            serde_json::to_string(&ExchangeErrorCode::IpNotAllowed).unwrap(),
+            "\"IP_NOT_ALLOWED\""
+        );
     }
 }

@@ -1,1 +1,95 @@
-fn main() {}
+//! The `exchange-connections` binary: `serve` (the default), `migrate`,
+//! `schema` and `keygen`.
+
+use clap::{Parser, Subcommand};
+use exchange_connections::config::Settings;
+use exchange_connections::startup::{self, Application};
+use exchange_connections::{crypto::KeyRing, graphql, telemetry};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "exchange-connections",
+    version,
+    about = "Connect exchange accounts by API key, safely."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve GraphQL, GraphiQL, health and metrics (the default).
+    Serve(Box<Settings>),
+    /// Apply database migrations.
+    Migrate(Box<Settings>),
+    /// Print the GraphQL schema (SDL); `schema.graphql` is its output.
+    Schema,
+    /// Print a new Fernet key for ENCRYPTION_KEYS.
+    Keygen,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Schema) => {
+            print!("{}", graphql::sdl());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Keygen) => {
+            println!("{}", KeyRing::generate_key());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Serve(settings)) => run(async move { serve(*settings).await }),
+        Some(Command::Migrate(settings)) => run(async move { migrate(*settings).await }),
+        None => run(async move { serve(Settings::default()).await }),
+    }
+}
+
+fn run(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    exchange_connections::install_crypto_providers();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init_logging(&settings.log_format);
+    let (settings, dev) = startup::with_dev_secrets(settings)?;
+    let mut config = settings.validate()?;
+    config.dev_secrets = dev.is_some();
+    let audience = config.jwt_audience.clone();
+    let app = Application::build(config).await?;
+    let addr = app.local_addr;
+    tracing::info!(%addr, "listening");
+    if let Some(dev) = dev {
+        let token = startup::demo_token(&dev, &audience);
+        println!("\nexchange-connections is running (embedded default, development secrets).");
+        println!("  GraphiQL:   http://{addr}/graphiql");
+        println!("  Demo user:  {}", dev.demo_user_id);
+        println!("  Header:     {{\"Authorization\": \"Bearer {token}\"}}\n");
+    }
+    app.run_until(startup::shutdown_signal()).await
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init_logging(&settings.log_format);
+    let url = settings.validate_database_url()?;
+    let db = startup::connect_database(&url).await?;
+    startup::prepare_schema(&db, true).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}

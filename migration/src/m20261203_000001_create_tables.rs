@@ -87,7 +87,11 @@ enum ConnectionUsage {
     WeightUsed,
 }
 
-fn fk(name: &str, from: (impl IntoIden, impl IntoIden), to: (impl IntoIden, impl IntoIden)) -> ForeignKeyCreateStatement {
+fn fk(
+    name: &str,
+    from: (impl IntoIden, impl IntoIden),
+    to: (impl IntoIden, impl IntoIden),
+) -> ForeignKeyCreateStatement {
     ForeignKey::create()
         .name(name)
         .from(from.0, from.1)
@@ -214,7 +218,11 @@ impl MigrationTrait for Migration {
                     .col(json_binary(ConnectionUsage::ErrorsByCode))
                     .col(json_binary(ConnectionUsage::LatencyHistogram))
                     .col(big_integer(ConnectionUsage::WeightUsed).default(0))
-                    .primary_key(Index::create().col(ConnectionUsage::ConnectionId).col(ConnectionUsage::BucketStart))
+                    .primary_key(
+                        Index::create()
+                            .col(ConnectionUsage::ConnectionId)
+                            .col(ConnectionUsage::BucketStart),
+                    )
                     .foreign_key(&mut fk(
                         "fk_usage_connection",
                         (ConnectionUsage::Table, ConnectionUsage::ConnectionId),

@@ -45,11 +45,6 @@ pub fn bearer_token(_header_value: &str) -> Option<&str> {
 }
 
 /// Issues an HS256 token as Supabase would (for the embedded demo user and tests).
-pub fn issue_hs256_token(
-    _secret: &SecretString,
-    _user_id: Uuid,
-    _audience: &str,
-    _ttl: std::time::Duration,
-) -> String {
+pub fn issue_hs256_token(_secret: &SecretString, _user_id: Uuid, _audience: &str, _ttl: std::time::Duration) -> String {
     unimplemented!()
 }

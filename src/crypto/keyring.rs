@@ -57,7 +57,12 @@ impl KeyRing {
     pub fn primary_key_id(&self) -> &str {
         unimplemented!()
     }
-    pub fn seal(&self, _owner: &SecretOwner, _field: SecretField, _value: &SecretString) -> Result<Sealed, CryptoError> {
+    pub fn seal(
+        &self,
+        _owner: &SecretOwner,
+        _field: SecretField,
+        _value: &SecretString,
+    ) -> Result<Sealed, CryptoError> {
         unimplemented!()
     }
     pub fn open(&self, _owner: &SecretOwner, _field: SecretField, _token: &str) -> Result<SecretString, CryptoError> {

@@ -18,7 +18,12 @@ pub struct ExchangeError {
 
 impl ExchangeError {
     pub fn new(code: ExchangeErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), hint: None, retry_after: None }
+        Self {
+            code,
+            message: message.into(),
+            hint: None,
+            retry_after: None,
+        }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -46,6 +51,9 @@ pub struct CredentialShapeError {
 
 impl CredentialShapeError {
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self { field, message: message.into() }
+        Self {
+            field,
+            message: message.into(),
+        }
     }
 }

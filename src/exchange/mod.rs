@@ -47,7 +47,11 @@ pub trait ExchangeClient: Send + Sync {
     /// Checks the credential's shape without calling the exchange. The error
     /// names the offending input field (`apiKey`, `apiSecret`, `passphrase`,
     /// `environment`).
-    fn check_credentials(&self, environment: Environment, credentials: &Credentials) -> Result<(), CredentialShapeError>;
+    fn check_credentials(
+        &self,
+        environment: Environment,
+        credentials: &Credentials,
+    ) -> Result<(), CredentialShapeError>;
 
     /// Makes the signed test call and reads the key's permissions.
     async fn test(&self, environment: Environment, credentials: &Credentials) -> Result<TestReport, ExchangeError>;

@@ -46,11 +46,15 @@ pub struct ExchangeRegistry {
 }
 
 impl ExchangeRegistry {
-    pub fn new(endpoints: &ExchangeEndpoints, http: reqwest::Client) -> Self {
+    pub fn new(endpoints: &ExchangeEndpoints, http: reqwest::Client, _egress_ips: &[String]) -> Self {
         let mut clients: HashMap<Exchange, Arc<dyn ExchangeClient>> = HashMap::new();
         clients.insert(
             Exchange::Binance,
-            Arc::new(BinanceClient::new(http, endpoints.binance.clone(), endpoints.binance_testnet.clone())),
+            Arc::new(BinanceClient::new(
+                http,
+                endpoints.binance.clone(),
+                endpoints.binance_testnet.clone(),
+            )),
         );
         Self { clients }
     }
@@ -58,12 +62,21 @@ impl ExchangeRegistry {
     pub fn get(&self, exchange: Exchange) -> Result<Arc<dyn ExchangeClient>, UnsupportedExchange> {
         self.clients.get(&exchange).cloned().ok_or_else(|| UnsupportedExchange {
             exchange,
-            supported: self.supported().iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", "),
+            supported: self
+                .supported()
+                .iter()
+                .map(|e| e.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         })
     }
 
     pub fn supported(&self) -> Vec<Exchange> {
-        Exchange::ALL.iter().copied().filter(|e| self.clients.contains_key(e)).collect()
+        Exchange::ALL
+            .iter()
+            .copied()
+            .filter(|e| self.clients.contains_key(e))
+            .collect()
     }
 
     pub fn supports(&self, exchange: Exchange, _environment: Environment) -> bool {

@@ -1,5 +1,11 @@
 //! Integration tests: the real server on an ephemeral port, spoken to over
-//! HTTP, with mock exchanges at the HTTP boundary.
+//! HTTP, with mock exchanges at the HTTP boundary, on SQLite and PostgreSQL.
 
+mod bad_input;
 mod binance_client;
+mod connections;
+mod embedded;
+mod helpers;
+mod http;
 mod mock;
+mod resilience;

@@ -16,7 +16,11 @@ impl ExchangeClient for BinanceClient {
     fn exchange(&self) -> Exchange {
         Exchange::Binance
     }
-    fn check_credentials(&self, _environment: Environment, _credentials: &Credentials) -> Result<(), CredentialShapeError> {
+    fn check_credentials(
+        &self,
+        _environment: Environment,
+        _credentials: &Credentials,
+    ) -> Result<(), CredentialShapeError> {
         unimplemented!()
     }
     async fn test(&self, _environment: Environment, _credentials: &Credentials) -> Result<TestReport, ExchangeError> {

@@ -1,0 +1,399 @@
+//! Every setting, from flags and the environment (names as in DESIGN.md),
+//! validated at start. Secrets may also come from `*_FILE` variables so
+//! Kubernetes secret mounts work. Error messages name the setting, never
+//! its value.
+
+use crate::crypto::SecretString;
+use crate::exchange::ExchangeEndpoints;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// Settings shared by every subcommand that runs the service.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Database URL (`postgres://…` or `sqlite://…`). Default: a SQLite file in DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Redis URL for the shared event hub and rate budgets (used by the live-status features).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+    /// HS256 shared secret for Supabase JWTs.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// File holding JWT_SECRET.
+    #[arg(long, env = "JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// JWKS URL for ES256/RS256 Supabase signing keys.
+    #[arg(long, env = "JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "authenticated")]
+    pub jwt_audience: String,
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Comma-separated Fernet keys, primary first.
+    #[arg(long, env = "ENCRYPTION_KEYS", hide_env_values = true)]
+    pub encryption_keys: Option<String>,
+    /// File holding ENCRYPTION_KEYS (comma- or newline-separated).
+    #[arg(long, env = "ENCRYPTION_KEYS_FILE")]
+    pub encryption_keys_file: Option<PathBuf>,
+    /// Comma-separated origins allowed by CORS (e.g. `https://app.example.com`). Empty: no cross-origin access.
+    #[arg(long, env = "CORS_ORIGINS", default_value = "")]
+    pub cors_origins: String,
+    /// Comma-separated static egress IPs users must whitelist at their exchange.
+    #[arg(long, env = "EGRESS_IPS", default_value = "")]
+    pub egress_ips: String,
+    /// How often each connection is health-checked (`300s`, `5m`, or plain seconds).
+    #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value = "5m")]
+    pub health_check_interval: String,
+    /// Where the embedded default keeps its SQLite file and development secrets.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// Log format: `auto` (JSON unless stderr is a terminal), `json` or `text`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "auto")]
+    pub log_format: String,
+    #[arg(long, env = "BINANCE_BASE_URL", default_value = "https://api.binance.com")]
+    pub binance_base_url: String,
+    #[arg(
+        long,
+        env = "BINANCE_TESTNET_BASE_URL",
+        default_value = "https://testnet.binance.vision"
+    )]
+    pub binance_testnet_base_url: String,
+    #[arg(long, env = "COINBASE_BASE_URL", default_value = "https://api.coinbase.com")]
+    pub coinbase_base_url: String,
+    #[arg(long, env = "KRAKEN_BASE_URL", default_value = "https://api.kraken.com")]
+    pub kraken_base_url: String,
+    #[arg(long, env = "KITE_BASE_URL", default_value = "https://api.kite.trade")]
+    pub kite_base_url: String,
+    #[arg(
+        long,
+        env = "KITE_LOGIN_URL",
+        default_value = "https://kite.zerodha.com/connect/login"
+    )]
+    pub kite_login_url: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        // Flag defaults (clap still reads the environment variables named above).
+        Wrapper::parse_from(["exchange-connections"]).settings
+    }
+}
+
+/// A setting that cannot work; names the setting, never its value.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(setting: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            setting,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Validated configuration of a running service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    /// True when running the embedded default (SQLite file in DATA_DIR).
+    pub embedded_database: bool,
+    pub listen_addr: SocketAddr,
+    pub jwt_secret: Option<SecretString>,
+    pub jwt_jwks_url: Option<Url>,
+    pub jwt_audience: String,
+    pub jwt_issuer: Option<String>,
+    pub encryption_keys: SecretString,
+    pub cors_origins: Vec<String>,
+    pub egress_ips: Vec<String>,
+    pub health_check_interval: Duration,
+    pub max_body_bytes: usize,
+    pub endpoints: ExchangeEndpoints,
+    pub data_dir: PathBuf,
+    /// Development secrets were generated into DATA_DIR (embedded default only).
+    pub dev_secrets: bool,
+}
+
+impl Settings {
+    /// The database URL (embedded default: a SQLite file in DATA_DIR).
+    pub fn validate_database_url(&self) -> Result<String, ConfigError> {
+        Ok(self.database()?.0)
+    }
+
+    fn database(&self) -> Result<(String, bool), ConfigError> {
+        match &self.database_url {
+            Some(url) if !url.trim().is_empty() => {
+                let url = url.trim().to_string();
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
+                    return Err(ConfigError::new(
+                        "DATABASE_URL",
+                        "must start with postgres://, postgresql:// or sqlite:",
+                    ));
+                }
+                Ok((url, false))
+            }
+            _ => {
+                let path = self.data_dir.join("exchange-connections.db");
+                Ok((format!("sqlite://{}?mode=rwc", path.display()), true))
+            }
+        }
+    }
+
+    /// Validates the settings. Development secrets are filled in by
+    /// [`crate::startup::dev_secrets`] before this, when allowed.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let (database_url, embedded_database) = self.database()?;
+
+        let jwt_secret = read_secret(
+            "JWT_SECRET",
+            self.jwt_secret.as_deref(),
+            "JWT_SECRET_FILE",
+            self.jwt_secret_file.as_ref(),
+        )?;
+        if let Some(secret) = &jwt_secret
+            && secret.expose().len() < 32
+        {
+            return Err(ConfigError::new("JWT_SECRET", "must be at least 32 characters"));
+        }
+        let jwt_jwks_url = match self.jwt_jwks_url.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            Some(url) => Some(parse_url("JWT_JWKS_URL", url, true)?),
+            None => None,
+        };
+        if jwt_secret.is_none() && jwt_jwks_url.is_none() {
+            return Err(ConfigError::new(
+                "JWT_SECRET",
+                "set JWT_SECRET (or JWT_SECRET_FILE) or JWT_JWKS_URL",
+            ));
+        }
+        let encryption_keys = read_secret(
+            "ENCRYPTION_KEYS",
+            self.encryption_keys.as_deref(),
+            "ENCRYPTION_KEYS_FILE",
+            self.encryption_keys_file.as_ref(),
+        )?
+        .ok_or_else(|| ConfigError::new("ENCRYPTION_KEYS", "set ENCRYPTION_KEYS or ENCRYPTION_KEYS_FILE"))?;
+
+        let cors_origins = split_list(&self.cors_origins);
+        for origin in &cors_origins {
+            if origin == "*" {
+                return Err(ConfigError::new(
+                    "CORS_ORIGINS",
+                    "a wildcard is not allowed; list the app's origins",
+                ));
+            }
+            let url = parse_url("CORS_ORIGINS", origin, false)?;
+            if url.path() != "/" || url.query().is_some() || origin.ends_with('/') {
+                return Err(ConfigError::new(
+                    "CORS_ORIGINS",
+                    format!("`{origin}` must be an origin (scheme://host[:port])"),
+                ));
+            }
+        }
+        let egress_ips = split_list(&self.egress_ips);
+        for ip in &egress_ips {
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::new("EGRESS_IPS", format!("`{ip}` is not an IP address")));
+            }
+        }
+        let health_check_interval = parse_duration(&self.health_check_interval).ok_or_else(|| {
+            ConfigError::new(
+                "HEALTH_CHECK_INTERVAL",
+                "expected a duration such as `300s`, `5m` or `300`",
+            )
+        })?;
+        if health_check_interval < Duration::from_secs(1) {
+            return Err(ConfigError::new("HEALTH_CHECK_INTERVAL", "must be at least 1s"));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::new("MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        let endpoints = ExchangeEndpoints {
+            binance: parse_base_url("BINANCE_BASE_URL", &self.binance_base_url)?,
+            binance_testnet: parse_base_url("BINANCE_TESTNET_BASE_URL", &self.binance_testnet_base_url)?,
+            coinbase: parse_base_url("COINBASE_BASE_URL", &self.coinbase_base_url)?,
+            kraken: parse_base_url("KRAKEN_BASE_URL", &self.kraken_base_url)?,
+            kite: parse_base_url("KITE_BASE_URL", &self.kite_base_url)?,
+            kite_login: parse_url("KITE_LOGIN_URL", &self.kite_login_url, true)?,
+        };
+        Ok(Config {
+            database_url,
+            embedded_database,
+            listen_addr: self.listen_addr,
+            jwt_secret,
+            jwt_jwks_url,
+            jwt_audience: self.jwt_audience.clone(),
+            jwt_issuer: self.jwt_issuer.clone().filter(|s| !s.trim().is_empty()),
+            encryption_keys,
+            cors_origins,
+            egress_ips,
+            health_check_interval,
+            max_body_bytes: self.max_body_bytes,
+            endpoints,
+            data_dir: self.data_dir.clone(),
+            dev_secrets: false,
+        })
+    }
+}
+
+fn read_secret(
+    name: &'static str,
+    value: Option<&str>,
+    file_name: &'static str,
+    file: Option<&PathBuf>,
+) -> Result<Option<SecretString>, ConfigError> {
+    let value = value.map(str::trim).filter(|v| !v.is_empty());
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            name,
+            format!("set either {name} or {file_name}, not both"),
+        )),
+        (Some(v), None) => Ok(Some(SecretString::new(v))),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::new(file_name, format!("cannot read {}: {e}", path.display())))?;
+            // Newline-separated key files are accepted as a list, like the comma form.
+            let text = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(",");
+            if text.is_empty() {
+                return Err(ConfigError::new(file_name, format!("{} is empty", path.display())));
+            }
+            Ok(Some(SecretString::new(text)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn parse_url(setting: &'static str, text: &str, allow_path: bool) -> Result<Url, ConfigError> {
+    let url = Url::parse(text.trim()).map_err(|e| ConfigError::new(setting, format!("not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::new(setting, "must be an http(s) URL with a host"));
+    }
+    if !allow_path && url.path() != "/" {
+        return Err(ConfigError::new(setting, "must not have a path"));
+    }
+    Ok(url)
+}
+
+/// Base URLs are scheme, host and port only: every client appends its own paths.
+fn parse_base_url(setting: &'static str, text: &str) -> Result<Url, ConfigError> {
+    let url = parse_url(setting, text, false)?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(
+            setting,
+            "must be scheme://host[:port] without path or query",
+        ));
+    }
+    Ok(url)
+}
+
+/// `300s`, `5m`, `1h30m` (humantime) or plain seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            database_url: None,
+            jwt_secret: Some("x".repeat(32)),
+            jwt_secret_file: None,
+            jwt_jwks_url: None,
+            encryption_keys: Some("k".into()),
+            encryption_keys_file: None,
+            cors_origins: String::new(),
+            egress_ips: String::new(),
+            health_check_interval: "5m".into(),
+            binance_base_url: "https://api.binance.com".into(),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn defaults_validate_with_secrets() {
+        let config = settings().validate().unwrap();
+        assert!(config.embedded_database);
+        assert!(config.database_url.starts_with("sqlite://"));
+        assert_eq!(config.health_check_interval, Duration::from_secs(300));
+        assert_eq!(config.endpoints.binance.as_str(), "https://api.binance.com/");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("300s"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn bad_settings_name_the_setting_not_the_value() {
+        let mut s = settings();
+        s.jwt_secret = Some("short-secret-value".into());
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.setting, "JWT_SECRET");
+        assert!(!err.to_string().contains("short-secret-value"));
+
+        let mut s = settings();
+        s.cors_origins = "*".into();
+        assert_eq!(s.validate().unwrap_err().setting, "CORS_ORIGINS");
+        let mut s = settings();
+        s.cors_origins = "https://app.example.com/path".into();
+        assert_eq!(s.validate().unwrap_err().setting, "CORS_ORIGINS");
+        let mut s = settings();
+        s.egress_ips = "1.2.3.4, nope".into();
+        assert_eq!(s.validate().unwrap_err().setting, "EGRESS_IPS");
+        let mut s = settings();
+        s.binance_base_url = "https://api.binance.com/api".into();
+        assert_eq!(s.validate().unwrap_err().setting, "BINANCE_BASE_URL");
+        let mut s = settings();
+        s.health_check_interval = "often".into();
+        assert_eq!(s.validate().unwrap_err().setting, "HEALTH_CHECK_INTERVAL");
+        let mut s = settings();
+        s.database_url = Some("mysql://x".into());
+        assert_eq!(s.validate().unwrap_err().setting, "DATABASE_URL");
+        let mut s = settings();
+        s.encryption_keys = None;
+        assert_eq!(s.validate().unwrap_err().setting, "ENCRYPTION_KEYS");
+    }
+}

@@ -1,0 +1,56 @@
+//! The GraphQL schema: types, thin resolvers, error mapping. Resolvers
+//! parse input, find the caller and call the service layer; nothing else.
+
+mod context;
+mod exchanges;
+mod mutation;
+mod query;
+
+pub use context::GraphqlContext;
+
+use crate::service::Services;
+use async_graphql::{EmptySubscription, Schema, SchemaBuilder};
+
+pub type AppSchema = Schema<query::QueryRoot, mutation::MutationRoot, EmptySubscription>;
+
+/// Query depth limit: deep enough for GraphiQL's introspection query (13).
+pub const MAX_DEPTH: usize = 16;
+pub const MAX_COMPLEXITY: usize = 1000;
+
+fn builder() -> SchemaBuilder<query::QueryRoot, mutation::MutationRoot, EmptySubscription> {
+    Schema::build(query::QueryRoot, mutation::MutationRoot, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+}
+
+/// The schema with the services attached.
+pub fn build_schema(services: Services, egress_ips: Vec<String>) -> AppSchema {
+    builder().data(services).data(exchanges::EgressIps(egress_ips)).finish()
+}
+
+/// The SDL that `schema.graphql` holds (`exchange-connections schema`).
+pub fn sdl() -> String {
+    builder().finish().sdl_with_options(
+        async_graphql::SDLExportOptions::new()
+            .sorted_fields()
+            .sorted_arguments()
+            .sorted_enum_items(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn schema_graphql_is_up_to_date() {
+        let sdl = super::sdl();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(path, &sdl).expect("write schema.graphql");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == sdl,
+            "schema.graphql is stale: run `UPDATE_SCHEMA=1 cargo test schema_graphql`"
+        );
+    }
+}

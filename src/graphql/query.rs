@@ -1,0 +1,74 @@
+//! Query resolvers.
+
+use super::context::caller;
+use super::exchanges::{EgressIps, ExchangeInfo, exchange_infos};
+use crate::service::audit;
+use crate::service::views::{AuditLogPageView, ConnectionView};
+use async_graphql::{Context, ErrorExtensions, ID, Object, Result};
+
+pub struct QueryRoot;
+
+#[Object(name = "Query")]
+impl QueryRoot {
+    /// The caller's connections, newest first.
+    async fn connections(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(false)")] include_revoked: Option<bool>,
+    ) -> Result<Vec<ConnectionView>> {
+        let (services, rc) = caller(ctx).await.map_err(|e| e.extend())?;
+        services
+            .list_connections(&rc, include_revoked.unwrap_or(false))
+            .await
+            .map_err(|e| e.extend())
+    }
+
+    /// One of the caller's connections (`NOT_FOUND` for anyone else's).
+    async fn connection(&self, ctx: &Context<'_>, id: ID) -> Result<Option<ConnectionView>> {
+        let (services, rc) = caller(ctx).await.map_err(|e| e.extend())?;
+        services
+            .get_connection(&rc, &id)
+            .await
+            .map(Some)
+            .map_err(|e| e.extend())
+    }
+
+    /// The caller's audit trail, newest first, optionally for one connection.
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<ID>,
+        #[graphql(default_with = "Some(50)")] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<AuditLogPageView> {
+        let (services, rc) = caller(ctx).await.map_err(|e| e.extend())?;
+        let connection_id = match connection_id {
+            Some(id) => Some(services.get_connection(&rc, &id).await.map_err(|e| e.extend())?.id),
+            None => None,
+        };
+        let connection_id = connection_id.and_then(|id| uuid::Uuid::parse_str(&id).ok());
+        audit::page(
+            &services.db,
+            rc.principal.user_id,
+            connection_id,
+            first.unwrap_or(50),
+            after.as_deref(),
+        )
+        .await
+        .map_err(|e| e.extend())
+    }
+
+    /// What each exchange needs, its IP-whitelist rules and docs.
+    async fn exchanges(&self, ctx: &Context<'_>) -> Vec<ExchangeInfo> {
+        let supported = ctx
+            .data::<crate::service::Services>()
+            .map(|s| s.exchanges.supported())
+            .unwrap_or_default();
+        exchange_infos(&supported)
+    }
+
+    /// The static IPs users must whitelist at their exchange.
+    async fn egress_ips(&self, ctx: &Context<'_>) -> Vec<String> {
+        ctx.data::<EgressIps>().map(|ips| ips.0.clone()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,41 @@
+//! The business rules: create, test, rotate, revoke, list, audit. Every
+//! write and its audit entry commit in one transaction. GraphQL resolvers
+//! (and later the worker) call this layer; only this layer touches entities.
+
+pub mod audit;
+pub mod connections;
+pub mod input;
+pub mod status;
+pub mod users;
+pub mod views;
+
+use crate::auth::Principal;
+use crate::crypto::KeyRing;
+use crate::exchange::ExchangeRegistry;
+use sea_orm::DatabaseConnection;
+use std::sync::Arc;
+
+/// Who is acting and from where; recorded in audit entries.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub principal: Principal,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestContext {
+    pub fn actor(&self) -> String {
+        format!("user:{}", self.principal.user_id)
+    }
+}
+
+/// The service layer's dependencies, shared by every request.
+#[derive(Clone)]
+pub struct Services {
+    pub db: DatabaseConnection,
+    pub keyring: Arc<KeyRing>,
+    pub exchanges: ExchangeRegistry,
+    pub users: Arc<users::UserDirectory>,
+    pub egress_ips: Arc<Vec<String>>,
+}

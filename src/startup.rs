@@ -1,0 +1,284 @@
+//! Wires the layers together: database (and migrations in the embedded
+//! default), key ring, JWT verifier, exchange clients, services, schema and
+//! router; serves until a shutdown signal. Also the embedded default's
+//! development secrets.
+
+use crate::auth::{AuthConfig, Verifier};
+use crate::config::{Config, Settings};
+use crate::crypto::{KeyRing, SecretString};
+use crate::exchange::ExchangeRegistry;
+use crate::http::{HttpState, RouterOptions};
+use crate::service::Services;
+use crate::service::users::UserDirectory;
+use anyhow::Context as _;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+/// A built service, bound to its port but not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    pub local_addr: SocketAddr,
+    pub db: DatabaseConnection,
+}
+
+/// Opens the database. SQLite gets WAL (readers don't block the writer)
+/// and foreign keys.
+pub async fn connect_database(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let sqlite = url.starts_with("sqlite:");
+    if sqlite && let Some(dir) = sqlite_parent_dir(url) {
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(if sqlite { 8 } else { 32 })
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    // The URL may carry a password: never echo it.
+    let db = Database::connect(options)
+        .await
+        .context("cannot connect to the database (DATABASE_URL)")?;
+    if sqlite {
+        db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+            .await?;
+    }
+    Ok(db)
+}
+
+fn sqlite_parent_dir(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next()?;
+    if path.is_empty() || path.starts_with(':') {
+        return None;
+    }
+    Path::new(path)
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+}
+
+/// Applies migrations (embedded default), or checks the schema is current.
+pub async fn prepare_schema(db: &DatabaseConnection, migrate: bool) -> anyhow::Result<()> {
+    if migrate {
+        Migrator::up(db, None).await.context("applying migrations")?;
+        return Ok(());
+    }
+    let pending = Migrator::get_pending_migrations(db)
+        .await
+        .context("reading the migration state")?;
+    if !pending.is_empty() {
+        anyhow::bail!(
+            "the database schema is not current ({} migration(s) pending): run `exchange-connections migrate` first",
+            pending.len()
+        );
+    }
+    Ok(())
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let keyring = KeyRing::parse(config.encryption_keys.expose(), "ENCRYPTION_KEYS")?;
+        let db = connect_database(&config.database_url).await?;
+        prepare_schema(
+            &db,
+            config.embedded_database || config.database_url.starts_with("sqlite:"),
+        )
+        .await?;
+        Self::build_with(config, db, keyring).await
+    }
+
+    async fn build_with(config: Config, db: DatabaseConnection, keyring: KeyRing) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("exchange-connections/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .context("building the HTTP client")?;
+        let verifier = Verifier::new(
+            AuthConfig {
+                hs256_secret: config.jwt_secret.clone(),
+                jwks_url: config.jwt_jwks_url.clone(),
+                audience: config.jwt_audience.clone(),
+                issuer: config.jwt_issuer.clone(),
+            },
+            http.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("JWT configuration: {e}"))?;
+        let exchanges = ExchangeRegistry::new(&config.endpoints, http, &config.egress_ips);
+        let services = Services {
+            db: db.clone(),
+            keyring: Arc::new(keyring),
+            exchanges,
+            users: Arc::new(UserDirectory::default()),
+            egress_ips: Arc::new(config.egress_ips.clone()),
+        };
+        let schema = crate::graphql::build_schema(services, config.egress_ips.clone());
+        let state = HttpState {
+            schema,
+            verifier: Arc::new(verifier),
+            db: db.clone(),
+            metrics: crate::telemetry::metrics_handle(),
+        };
+        let router = crate::http::router(
+            state,
+            RouterOptions {
+                cors_origins: config.cors_origins.clone(),
+                max_body_bytes: config.max_body_bytes,
+                request_timeout: Duration::from_secs(30),
+            },
+        );
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (LISTEN_ADDR)", config.listen_addr))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            router,
+            local_addr,
+            db,
+        })
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let handle = crate::telemetry::metrics_handle();
+        let upkeep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        upkeep.abort();
+        self.db.close().await.ok();
+        result.context("HTTP server")
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+/// Development secrets of the embedded default, kept in `DATA_DIR`.
+#[derive(Serialize, Deserialize)]
+pub struct DevSecrets {
+    pub jwt_secret: String,
+    pub encryption_key: String,
+    pub demo_user_id: Uuid,
+}
+
+/// Fills in secrets the embedded default may generate. Off loopback,
+/// missing secrets are an error: development secrets would be a backdoor.
+pub fn with_dev_secrets(mut settings: Settings) -> anyhow::Result<(Settings, Option<DevSecrets>)> {
+    let missing_jwt =
+        settings.jwt_secret.is_none() && settings.jwt_secret_file.is_none() && settings.jwt_jwks_url.is_none();
+    let missing_keys = settings.encryption_keys.is_none() && settings.encryption_keys_file.is_none();
+    if !missing_jwt && !missing_keys {
+        return Ok((settings, None));
+    }
+    if !settings.listen_addr.ip().is_loopback() {
+        anyhow::bail!(
+            "LISTEN_ADDR {} is not a loopback address, and {} not set. Development secrets are only generated \
+             for 127.0.0.1: set JWT_SECRET (or JWT_JWKS_URL) and ENCRYPTION_KEYS (see `exchange-connections keygen`).",
+            settings.listen_addr,
+            match (missing_jwt, missing_keys) {
+                (true, true) => "JWT_SECRET and ENCRYPTION_KEYS are",
+                (true, false) => "JWT_SECRET is",
+                _ => "ENCRYPTION_KEYS is",
+            }
+        );
+    }
+    let secrets = load_or_create_dev_secrets(&settings.data_dir)?;
+    tracing::warn!(
+        path = %settings.data_dir.join(DEV_SECRETS_FILE).display(),
+        "USING DEVELOPMENT SECRETS generated into the data directory. They are for local development only: \
+         set JWT_SECRET and ENCRYPTION_KEYS for any real deployment."
+    );
+    if missing_jwt {
+        settings.jwt_secret = Some(secrets.jwt_secret.clone());
+    }
+    if missing_keys {
+        settings.encryption_keys = Some(secrets.encryption_key.clone());
+    }
+    Ok((settings, missing_jwt.then_some(secrets)))
+}
+
+pub const DEV_SECRETS_FILE: &str = "dev-secrets.json";
+
+fn load_or_create_dev_secrets(data_dir: &Path) -> anyhow::Result<DevSecrets> {
+    let path = data_dir.join(DEV_SECRETS_FILE);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid; delete it to regenerate", path.display()));
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let secrets = DevSecrets {
+        jwt_secret: KeyRing::generate_key(),
+        encryption_key: KeyRing::generate_key(),
+        demo_user_id: Uuid::new_v4(),
+    };
+    let text = serde_json::to_string_pretty(&secrets)?;
+    write_private(&path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(secrets)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// A bearer token for the demo user, printed by the embedded default.
+pub fn demo_token(secrets: &DevSecrets, audience: &str) -> String {
+    crate::auth::issue_hs256_token(
+        &SecretString::new(secrets.jwt_secret.clone()),
+        secrets.demo_user_id,
+        audience,
+        Duration::from_secs(24 * 3600),
+    )
+}
