@@ -2,6 +2,7 @@
 //! hold Fernet tokens (the old system's format); revoking erases them and
 //! keeps the row for the audit trail.
 
+use sea_orm::Set;
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -53,4 +54,18 @@ impl Related<super::users::Entity> for Entity {
     }
 }
 
-impl ActiveModelBehavior for ActiveModel {}
+/// `updated_at` is kept current on every write through the entity.
+#[async_trait::async_trait]
+impl ActiveModelBehavior for ActiveModel {
+    async fn before_save<C>(mut self, _db: &C, insert: bool) -> Result<Self, DbErr>
+    where
+        C: ConnectionTrait,
+    {
+        let now = crate::now();
+        if insert && self.created_at.is_not_set() {
+            self.created_at = Set(now);
+        }
+        self.updated_at = Set(now);
+        Ok(self)
+    }
+}

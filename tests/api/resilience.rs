@@ -81,11 +81,21 @@ async fn audit_failure_rolls_back(backend: Backend) {
     let existing = connect(&app, &token, "Existing", "atom1").await;
     let audit_count = connection_audit_log::Entity::find().all(&app.db).await.unwrap().len();
 
-    // Take the audit table away behind the service's back.
-    app.db
-        .execute_unprepared("ALTER TABLE connection_audit_log RENAME TO audit_away")
-        .await
-        .unwrap();
+    // Make every audit write fail, behind the service's back.
+    let (block, unblock) = match backend {
+        Backend::Sqlite => (
+            "CREATE TRIGGER block_audit BEFORE INSERT ON connection_audit_log \
+             BEGIN SELECT RAISE(ABORT, 'blocked'); END",
+            "DROP TRIGGER block_audit",
+        ),
+        Backend::Postgres => (
+            "CREATE FUNCTION block_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'blocked'; END $$; \
+             CREATE TRIGGER block_audit BEFORE INSERT ON connection_audit_log \
+             FOR EACH ROW EXECUTE FUNCTION block_audit()",
+            "DROP TRIGGER block_audit ON connection_audit_log",
+        ),
+    };
+    app.db.execute_unprepared(block).await.unwrap();
     let (key, secret) = binance_key("atom2");
     app.binance.add_hmac_key(&key, &secret, MockPermissions::default());
     let error = app
@@ -104,10 +114,7 @@ async fn audit_failure_rolls_back(backend: Backend) {
         "INTERNAL_SERVER_ERROR",
     )
     .await;
-    app.db
-        .execute_unprepared("ALTER TABLE audit_away RENAME TO connection_audit_log")
-        .await
-        .unwrap();
+    app.db.execute_unprepared(unblock).await.unwrap();
 
     // Neither write happened.
     let list = app.ok(&token, "{ connections { label status } }", json!({})).await;
