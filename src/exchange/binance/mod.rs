@@ -1,13 +1,236 @@
-//! INTERFACE STUB — Binance Spot client.
-use crate::domain::{Environment, Exchange};
-use crate::exchange::{CredentialShapeError, Credentials, ExchangeClient, ExchangeError, TestReport};
+//! Binance Spot client: checks an HMAC credential's shape, makes the signed
+//! `GET /api/v3/account` test call, then reads the key's permissions
+//! (`/sapi/v1/account/apiRestrictions` on production; the account's flags on
+//! the testnet, which has no `/sapi`). Facts: exchanges.md §1 and §5.
+//!
+//! What leaves this module never holds the key, the secret, the signature or
+//! the request URL: errors are built from status and Binance's code only,
+//! logs and metrics name the path, and a final scrub removes any echo.
+
+mod classify;
+mod model;
+mod shape;
+mod signer;
+
+use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
+use crate::exchange::{CredentialShapeError, Credentials, ExchangeClient, ExchangeError, RateUsage, TestReport};
+use classify::TransportFailure;
+use model::{Account, ApiRestrictions};
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde::de::DeserializeOwned;
+use std::time::{Duration, Instant};
 use url::Url;
 
-pub struct BinanceClient;
+pub use classify::invalid_key_hint;
+
+const ACCOUNT_PATH: &str = "/api/v3/account";
+const RESTRICTIONS_PATH: &str = "/sapi/v1/account/apiRestrictions";
+const API_KEY_HEADER: &str = "X-MBX-APIKEY";
+const USED_WEIGHT_HEADER: &str = "X-MBX-USED-WEIGHT-1M";
+/// `REQUEST_WEIGHT` per minute per IP, shared by REST and the WebSocket API.
+const WEIGHT_LIMIT_1M: u32 = 6000;
+/// Binance's default; stated explicitly so the signed payload is predictable.
+const RECV_WINDOW_MS: u32 = 5000;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// An account body with zero balances omitted is a few KiB; anything far
+/// larger is not an answer we want to buffer.
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// Strings shorter than this are not scrubbed from messages (they would match
+/// ordinary words); real keys, secrets and signatures are 64 characters.
+const MIN_SCRUB_LEN: usize = 8;
+
+/// The Binance Spot client. Cheap to clone the `reqwest::Client` it holds.
+pub struct BinanceClient {
+    http: reqwest::Client,
+    production: Url,
+    testnet: Url,
+    timeout: Duration,
+    egress_ips: Vec<String>,
+}
 
 impl BinanceClient {
-    pub fn new(_http: reqwest::Client, _production: Url, _testnet: Url) -> Self {
-        Self
+    /// `production` and `testnet` are base URLs (scheme, host, port; no path).
+    pub fn new(http: reqwest::Client, production: Url, testnet: Url) -> Self {
+        Self {
+            http,
+            production,
+            testnet,
+            timeout: DEFAULT_TIMEOUT,
+            egress_ips: Vec::new(),
+        }
+    }
+
+    /// Per-request timeout (default 10 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The service's egress IPs, quoted in hints telling users what to whitelist.
+    pub fn with_egress_ips(mut self, egress_ips: Vec<String>) -> Self {
+        self.egress_ips = egress_ips;
+        self
+    }
+
+    fn base_url(&self, environment: Environment) -> &Url {
+        match environment {
+            Environment::Production => &self.production,
+            Environment::Testnet => &self.testnet,
+        }
+    }
+
+    /// A signed USER_DATA `GET`, parsed as `T`. Records the call's metrics
+    /// with its final outcome (a 2xx that does not parse counts as failed).
+    async fn signed_get<T: DeserializeOwned>(
+        &self,
+        environment: Environment,
+        path: &'static str,
+        params: &str,
+        credentials: &Credentials,
+    ) -> Result<Reply<T>, Failure> {
+        let started = Instant::now();
+        let mut signature = String::new();
+        let result = self
+            .signed_get_inner(environment, path, params, credentials, &mut signature)
+            .await;
+        let elapsed = started.elapsed();
+
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(f) => f.error.code.as_str(),
+        };
+        metrics::counter!("exchange_calls_total", "exchange" => "binance", "endpoint" => path, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("exchange_call_duration_seconds", "exchange" => "binance").record(elapsed.as_secs_f64());
+
+        result.map_err(|mut failure| {
+            let sensitive = [
+                credentials.api_key.expose(),
+                credentials.api_secret.expose(),
+                signature.as_str(),
+            ];
+            failure.error = scrub(failure.error, &sensitive);
+            failure
+        })
+    }
+
+    async fn signed_get_inner<T: DeserializeOwned>(
+        &self,
+        environment: Environment,
+        path: &'static str,
+        params: &str,
+        credentials: &Credentials,
+        signature: &mut String,
+    ) -> Result<Reply<T>, Failure> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let separator = if params.is_empty() { "" } else { "&" };
+        let query = format!("{params}{separator}recvWindow={RECV_WINDOW_MS}&timestamp={now_ms}");
+        *signature = signer::sign_hmac(&credentials.api_secret, &query, "");
+
+        let mut url = self.base_url(environment).join(path).map_err(|_| {
+            Failure::from(ExchangeError::new(
+                ExchangeErrorCode::NetworkError,
+                "the configured Binance base URL cannot be used to build a request",
+            ))
+        })?;
+        // `signature` goes last: Binance signs everything before it.
+        url.set_query(Some(&format!("{query}&signature={signature}")));
+
+        let mut api_key = HeaderValue::from_str(credentials.api_key.expose()).map_err(|_| {
+            Failure::from(ExchangeError::new(
+                ExchangeErrorCode::InvalidCredentials,
+                "the API key contains characters that cannot be sent",
+            ))
+        })?;
+        api_key.set_sensitive(true);
+
+        let started = Instant::now();
+        let sent = self
+            .http
+            .get(url)
+            .header(API_KEY_HEADER, api_key)
+            .timeout(self.timeout)
+            .send()
+            .await;
+        let response = sent.map_err(|e| self.transport(path, &e))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = read_body(response).await.map_err(|e| match e {
+            BodyError::Transport(e) => self.transport(path, &e),
+            BodyError::TooLarge => Failure::from(classify::unreadable_success(status)),
+        })?;
+        let elapsed = started.elapsed();
+        tracing::debug!(
+            endpoint = path,
+            status,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "binance call"
+        );
+
+        if !(200..300).contains(&status) {
+            let retry_after = classify::parse_retry_after(headers.get("retry-after").and_then(|v| v.to_str().ok()));
+            let classified = classify::http_failure(status, retry_after, &body, &self.egress_ips, now_ms);
+            return Err(Failure {
+                error: classified.error,
+                binance_code: classified.binance_code,
+            });
+        }
+        let value = serde_json::from_slice(&body).map_err(|_| Failure::from(classify::unreadable_success(status)))?;
+        Ok(Reply {
+            value,
+            headers,
+            elapsed,
+        })
+    }
+
+    fn transport(&self, path: &'static str, error: &reqwest::Error) -> Failure {
+        let failure = TransportFailure::of(error);
+        // Only the kind: reqwest's own Display would print the signed URL.
+        tracing::debug!(
+            endpoint = path,
+            kind = failure.as_str(),
+            "binance call failed without an answer"
+        );
+        Failure::from(classify::transport_failure(failure, self.timeout))
+    }
+
+    async fn permissions(
+        &self,
+        environment: Environment,
+        credentials: &Credentials,
+        account: &Account,
+    ) -> Result<Permissions, ExchangeError> {
+        match environment {
+            Environment::Production => {
+                match self
+                    .signed_get::<ApiRestrictions>(environment, RESTRICTIONS_PATH, "", credentials)
+                    .await
+                {
+                    Ok(reply) => Ok(Permissions {
+                        can_read: reply.value.enable_reading,
+                        can_trade: reply.value.enable_spot_and_margin_trading,
+                        can_withdraw: reply.value.enable_withdrawals,
+                        ip_restricted: Some(reply.value.ip_restrict),
+                    }),
+                    // The account call worked, so the key is valid but may not
+                    // show its restrictions. Its withdrawal right is then
+                    // unknown, and such a key must not be accepted silently.
+                    Err(Failure {
+                        binance_code: Some(code @ (-2015 | -1002)),
+                        ..
+                    }) => Err(classify::permissions_unreadable(code, &self.egress_ips)),
+                    Err(failure) => Err(failure.error),
+                }
+            }
+            // The testnet has no /sapi. These flags describe the account, not
+            // the key; reading worked, since the account call succeeded.
+            Environment::Testnet => Ok(Permissions {
+                can_read: true,
+                can_trade: account.can_trade,
+                can_withdraw: account.can_withdraw,
+                ip_restricted: None,
+            }),
+        }
     }
 }
 
@@ -16,14 +239,130 @@ impl ExchangeClient for BinanceClient {
     fn exchange(&self) -> Exchange {
         Exchange::Binance
     }
+
+    /// Both environments take the same HMAC key shape.
     fn check_credentials(
         &self,
         _environment: Environment,
-        _credentials: &Credentials,
+        credentials: &Credentials,
     ) -> Result<(), CredentialShapeError> {
-        unimplemented!()
+        shape::check(credentials)
     }
-    async fn test(&self, _environment: Environment, _credentials: &Credentials) -> Result<TestReport, ExchangeError> {
-        unimplemented!()
+
+    async fn test(&self, environment: Environment, credentials: &Credentials) -> Result<TestReport, ExchangeError> {
+        // A malformed credential would fail at Binance anyway; not sending it
+        // spares the shared per-IP request weight.
+        self.check_credentials(environment, credentials).map_err(|e| {
+            ExchangeError::new(ExchangeErrorCode::InvalidCredentials, e.to_string())
+                .with_hint(format!("Correct the {} field and try again.", e.field))
+        })?;
+
+        let account = self
+            .signed_get::<Account>(environment, ACCOUNT_PATH, "omitZeroBalances=true", credentials)
+            .await
+            .map_err(|f| f.error)?;
+        let usage = used_weight(&account.headers);
+        let permissions = self.permissions(environment, credentials, &account.value).await?;
+        Ok(TestReport {
+            latency: account.elapsed,
+            permissions,
+            usage,
+        })
+    }
+}
+
+/// A parsed 2xx answer.
+struct Reply<T> {
+    value: T,
+    headers: HeaderMap,
+    elapsed: Duration,
+}
+
+/// A failed call, keeping Binance's numeric code for callers that need it.
+struct Failure {
+    error: ExchangeError,
+    binance_code: Option<i64>,
+}
+
+impl From<ExchangeError> for Failure {
+    fn from(error: ExchangeError) -> Self {
+        Self {
+            error,
+            binance_code: None,
+        }
+    }
+}
+
+enum BodyError {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `X-MBX-USED-WEIGHT-1M` against the 6000-per-minute limit. The `/sapi`
+/// answers count against a separate limit, so only `/api` answers are read.
+fn used_weight(headers: &HeaderMap) -> Option<RateUsage> {
+    let used = headers.get(USED_WEIGHT_HEADER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(RateUsage {
+        weight_used: used,
+        weight_limit: WEIGHT_LIMIT_1M,
+    })
+}
+
+/// Defence in depth: removes any echo of sensitive values (e.g. in a quoted
+/// Binance `msg`) from an error's message and hint.
+fn scrub(mut error: ExchangeError, sensitive: &[&str]) -> ExchangeError {
+    for value in sensitive.iter().filter(|v| v.len() >= MIN_SCRUB_LEN) {
+        if error.message.contains(value) {
+            error.message = error.message.replace(value, "[REDACTED]");
+        }
+        if let Some(hint) = error.hint.as_mut().filter(|h| h.contains(value)) {
+            *hint = hint.replace(value, "[REDACTED]");
+        }
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn used_weight_reads_the_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(used_weight(&headers), None);
+        headers.insert(USED_WEIGHT_HEADER, HeaderValue::from_static("42"));
+        assert_eq!(
+            used_weight(&headers),
+            Some(RateUsage {
+                weight_used: 42,
+                weight_limit: 6000
+            })
+        );
+        headers.insert(USED_WEIGHT_HEADER, HeaderValue::from_static("lots"));
+        assert_eq!(used_weight(&headers), None);
+    }
+
+    #[test]
+    fn scrub_removes_sensitive_values_but_not_short_ones() {
+        let secret = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
+        let error = ExchangeError::new(
+            ExchangeErrorCode::UnexpectedResponse,
+            format!("Binance said: bad {secret}"),
+        )
+        .with_hint(format!("check {secret}"));
+        let scrubbed = scrub(error, &[secret, "", "bad"]);
+        assert_eq!(scrubbed.message, "Binance said: bad [REDACTED]");
+        assert_eq!(scrubbed.hint.as_deref(), Some("check [REDACTED]"));
     }
 }
