@@ -46,15 +46,14 @@ pub struct ExchangeRegistry {
 }
 
 impl ExchangeRegistry {
-    pub fn new(endpoints: &ExchangeEndpoints, http: reqwest::Client, _egress_ips: &[String]) -> Self {
+    pub fn new(endpoints: &ExchangeEndpoints, http: reqwest::Client, egress_ips: &[String]) -> Self {
         let mut clients: HashMap<Exchange, Arc<dyn ExchangeClient>> = HashMap::new();
         clients.insert(
             Exchange::Binance,
-            Arc::new(BinanceClient::new(
-                http,
-                endpoints.binance.clone(),
-                endpoints.binance_testnet.clone(),
-            )),
+            Arc::new(
+                BinanceClient::new(http, endpoints.binance.clone(), endpoints.binance_testnet.clone())
+                    .with_egress_ips(egress_ips.to_vec()),
+            ),
         );
         Self { clients }
     }
