@@ -7,7 +7,6 @@ use exchange_connections::startup::{self, Application};
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -27,13 +26,11 @@ pub fn postgres_admin_url() -> String {
 }
 
 pub struct TestApp {
-    pub addr: SocketAddr,
     pub base_url: String,
     pub client: reqwest::Client,
     pub binance: MockBinance,
     /// The app's database, for checks behind its back.
     pub db: DatabaseConnection,
-    pub backend: Backend,
     _dir: TempDir,
 }
 
@@ -56,25 +53,26 @@ impl Drop for TempDir {
 
 /// Settings as a test deployment would set them.
 pub fn test_settings(database_url: String, binance: &MockBinance, data_dir: &std::path::Path) -> Settings {
-    let mut settings = Settings::default();
-    settings.database_url = Some(database_url);
-    settings.redis_url = None;
-    settings.listen_addr = "127.0.0.1:0".parse().expect("addr");
-    settings.jwt_secret = Some(JWT_SECRET.into());
-    settings.jwt_secret_file = None;
-    settings.jwt_jwks_url = None;
-    settings.jwt_audience = "authenticated".into();
-    settings.jwt_issuer = None;
-    settings.encryption_keys = Some(ENCRYPTION_KEY.into());
-    settings.encryption_keys_file = None;
-    settings.cors_origins = "https://app.example.com".into();
-    settings.egress_ips = "203.0.113.7".into();
-    settings.health_check_interval = "5m".into();
-    settings.data_dir = data_dir.to_path_buf();
-    settings.max_body_bytes = 64 * 1024;
-    settings.binance_base_url = binance.base_url.as_str().trim_end_matches('/').into();
-    settings.binance_testnet_base_url = binance.base_url.as_str().trim_end_matches('/').into();
-    settings
+    Settings {
+        database_url: Some(database_url),
+        redis_url: None,
+        listen_addr: "127.0.0.1:0".parse().expect("addr"),
+        jwt_secret: Some(JWT_SECRET.into()),
+        jwt_secret_file: None,
+        jwt_jwks_url: None,
+        jwt_audience: "authenticated".into(),
+        jwt_issuer: None,
+        encryption_keys: Some(ENCRYPTION_KEY.into()),
+        encryption_keys_file: None,
+        cors_origins: "https://app.example.com".into(),
+        egress_ips: "203.0.113.7".into(),
+        health_check_interval: "5m".into(),
+        data_dir: data_dir.to_path_buf(),
+        max_body_bytes: 64 * 1024,
+        binance_base_url: binance.base_url.as_str().trim_end_matches('/').into(),
+        binance_testnet_base_url: binance.base_url.as_str().trim_end_matches('/').into(),
+        ..Settings::default()
+    }
 }
 
 /// A fresh, migrated database for one test.
@@ -122,7 +120,6 @@ impl TestApp {
         tokio::spawn(app.run_until(std::future::pending()));
         let db = startup::connect_database(&url).await.expect("connect");
         TestApp {
-            addr,
             base_url: format!("http://{addr}"),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -130,7 +127,6 @@ impl TestApp {
                 .expect("client"),
             binance,
             db,
-            backend,
             _dir: dir,
         }
     }
