@@ -228,3 +228,77 @@ on_both_backends!(
     audit_failure_rolls_back,
     canary_secrets_never_come_back
 );
+
+/// PostgreSQL goes away (every connection of the app's database killed and
+/// new ones refused): callers get an error, never a hang or a crash, readiness
+/// says so, and the service recovers when the database returns.
+#[tokio::test]
+async fn database_going_away_postgres() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let token = app.token_for(Uuid::new_v4());
+    connect(&app, &token, "Main", "away1").await;
+    let name = app
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT current_database() AS name",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "name")
+        .unwrap();
+    let admin = sea_orm::Database::connect(crate::helpers::postgres_admin_url())
+        .await
+        .unwrap();
+    let cut_off = format!(
+        "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    );
+    admin.execute_unprepared(&cut_off).await.unwrap();
+
+    let (key, secret) = binance_key("away2");
+    app.binance.add_hmac_key(&key, &secret, MockPermissions::default());
+    let (_, body) = app
+        .gql(Some(&token), &create_mutation(), create_input("During", &key, &secret))
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "INTERNAL_SERVER_ERROR",
+        "{body}"
+    );
+    assert_eq!(body["errors"][0]["message"], "internal error");
+    let (_, body) = app.gql(Some(&token), "{ connections { id } }", json!({})).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "INTERNAL_SERVER_ERROR",
+        "{body}"
+    );
+    let ready = app.client.get(format!("{}/readyz", app.base_url)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let health = app
+        .client
+        .get(format!("{}/healthz", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "alive, just not ready");
+
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    let mut recovered = false;
+    for _ in 0..50 {
+        let (_, body) = app.gql(Some(&token), "{ connections { label } }", json!({})).await;
+        if body.get("errors").is_none() {
+            assert_eq!(
+                body["data"]["connections"],
+                json!([{"label": "Main"}]),
+                "nothing half-written"
+            );
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the service recovers when the database returns");
+}
