@@ -91,6 +91,9 @@ pub struct Permissions {
     pub can_withdraw: bool,
     /// Null when the exchange does not say (e.g. Binance's testnet).
     pub ip_restricted: Option<bool>,
+    /// When the key's trading right lapses (Binance keys without an IP restriction), if it does.
+    #[serde(default)]
+    pub trading_expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[cfg(test)]

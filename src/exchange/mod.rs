@@ -20,6 +20,8 @@ pub struct Credentials {
     pub api_key: SecretString,
     pub api_secret: SecretString,
     pub passphrase: Option<SecretString>,
+    /// A session token from an interactive login (Zerodha Kite), when the exchange needs one.
+    pub access_token: Option<SecretString>,
 }
 
 /// What a successful test call learned.
@@ -29,6 +31,8 @@ pub struct TestReport {
     pub permissions: Permissions,
     /// Rate-limit usage reported by the exchange, when it tells.
     pub usage: Option<RateUsage>,
+    /// Things the user should fix although the key works (e.g. no IP restriction).
+    pub warnings: Vec<String>,
 }
 
 /// Rate-limit consumption the exchange reported on its last response.
@@ -55,4 +59,13 @@ pub trait ExchangeClient: Send + Sync {
 
     /// Makes the signed test call and reads the key's permissions.
     async fn test(&self, environment: Environment, credentials: &Credentials) -> Result<TestReport, ExchangeError>;
+
+    /// The exchange's clock from a public, unsigned endpoint (reachability
+    /// and clock skew for diagnosis). `Ok(None)` when the exchange has none.
+    async fn server_time(
+        &self,
+        _environment: Environment,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ExchangeError> {
+        Ok(None)
+    }
 }

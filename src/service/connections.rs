@@ -468,6 +468,7 @@ impl Services {
             })
         };
         Ok(Credentials {
+            access_token: None,
             api_key: open(SecretField::ApiKey, &row.api_key_encrypted)?,
             api_secret: open(SecretField::ApiSecret, &row.api_secret_encrypted)?,
             passphrase: match &row.passphrase_encrypted {

@@ -57,6 +57,7 @@ impl CredentialsInput {
             check("passphrase", p)?;
         }
         let credentials = Credentials {
+            access_token: None,
             api_key: SecretString::new(self.api_key.trim()),
             api_secret: SecretString::new(self.api_secret.trim_matches(|c: char| c == ' ' || c == '\t')),
             passphrase: self.passphrase.filter(|p| !p.is_empty()).map(SecretString::new),

@@ -23,6 +23,7 @@ const DOC_TIMESTAMP: i64 = 1499827319559;
 
 fn creds(key: &str, secret: &str) -> Credentials {
     Credentials {
+        access_token: None,
         api_key: SecretString::new(key),
         api_secret: SecretString::new(secret),
         passphrase: None,
@@ -70,6 +71,7 @@ async fn production_reads_the_key_permissions_from_api_restrictions() {
     assert_eq!(
         report.permissions,
         Permissions {
+            trading_expires_at: None,
             can_read: true,
             can_trade: false,
             can_withdraw: true,
@@ -100,6 +102,7 @@ async fn production_default_permissions_map_field_by_field() {
     assert_eq!(
         report.permissions,
         Permissions {
+            trading_expires_at: None,
             can_read: true,
             can_trade: true,
             can_withdraw: false,
@@ -118,6 +121,7 @@ async fn production_default_permissions_map_field_by_field() {
     assert_eq!(
         report.permissions,
         Permissions {
+            trading_expires_at: None,
             can_read: false,
             can_trade: false,
             can_withdraw: false,
@@ -151,6 +155,7 @@ async fn testnet_falls_back_to_the_account_flags_without_sapi() {
     assert_eq!(
         report.permissions,
         Permissions {
+            trading_expires_at: None,
             can_read: true,
             can_trade: true,
             can_withdraw: true,

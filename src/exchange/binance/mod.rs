@@ -207,6 +207,7 @@ impl BinanceClient {
                     .await
                 {
                     Ok(reply) => Ok(Permissions {
+                        trading_expires_at: None,
                         can_read: reply.value.enable_reading,
                         can_trade: reply.value.enable_spot_and_margin_trading,
                         can_withdraw: reply.value.enable_withdrawals,
@@ -225,6 +226,7 @@ impl BinanceClient {
             // The testnet has no /sapi. These flags describe the account, not
             // the key; reading worked, since the account call succeeded.
             Environment::Testnet => Ok(Permissions {
+                trading_expires_at: None,
                 can_read: true,
                 can_trade: account.can_trade,
                 can_withdraw: account.can_withdraw,
@@ -264,6 +266,7 @@ impl ExchangeClient for BinanceClient {
         let usage = used_weight(&account.headers);
         let permissions = self.permissions(environment, credentials, &account.value).await?;
         Ok(TestReport {
+            warnings: Vec::new(),
             latency: account.elapsed,
             permissions,
             usage,

@@ -51,6 +51,7 @@ mod tests {
 
     fn creds(key: &str, secret: &str, passphrase: Option<&str>) -> Credentials {
         Credentials {
+            access_token: None,
             api_key: SecretString::new(key),
             api_secret: SecretString::new(secret),
             passphrase: passphrase.map(SecretString::new),
