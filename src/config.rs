@@ -59,6 +59,15 @@ pub struct Settings {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// Accept keys that can withdraw funds (refused by default).
+    #[arg(long, env = "ALLOW_WITHDRAWAL_KEYS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_withdrawal_keys: bool,
+    /// Exchange tests (testCredentials, testConnection, …) one user may run per minute.
+    #[arg(long, env = "USER_EXCHANGE_TESTS_PER_MINUTE", default_value_t = 30)]
+    pub exchange_tests_per_minute: u32,
+    /// Burst allowance for USER_EXCHANGE_TESTS_PER_MINUTE.
+    #[arg(long, env = "USER_EXCHANGE_TESTS_BURST", default_value_t = 10)]
+    pub exchange_tests_burst: u32,
     /// Log format: `auto` (JSON unless stderr is a terminal), `json` or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "auto")]
     pub log_format: String,
@@ -130,6 +139,9 @@ pub struct Config {
     pub egress_ips: Vec<String>,
     pub health_check_interval: Duration,
     pub max_body_bytes: usize,
+    pub allow_withdrawal_keys: bool,
+    pub exchange_tests_per_minute: u32,
+    pub exchange_tests_burst: u32,
     pub endpoints: ExchangeEndpoints,
     pub data_dir: PathBuf,
     /// Development secrets were generated into DATA_DIR (embedded default only).
@@ -250,6 +262,9 @@ impl Settings {
             egress_ips,
             health_check_interval,
             max_body_bytes: self.max_body_bytes,
+            allow_withdrawal_keys: self.allow_withdrawal_keys,
+            exchange_tests_per_minute: self.exchange_tests_per_minute,
+            exchange_tests_burst: self.exchange_tests_burst,
             endpoints,
             data_dir: self.data_dir.clone(),
             dev_secrets: false,

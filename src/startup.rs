@@ -43,6 +43,8 @@ pub async fn connect_database(url: &str) -> anyhow::Result<DatabaseConnection> {
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
+        // A ping on every checkout doubles the round trips; ping only connections idle long enough to be stale.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false);
     // The URL may carry a password: never echo it.
     let db = Database::connect(options)
@@ -121,6 +123,13 @@ impl Application {
             exchanges,
             users: Arc::new(UserDirectory::default()),
             egress_ips: Arc::new(config.egress_ips.clone()),
+            policy: crate::service::policy::KeyPolicy {
+                allow_withdrawal_keys: config.allow_withdrawal_keys,
+            },
+            limiter: Arc::new(crate::service::limits::ExchangeCallLimiter::new(
+                config.exchange_tests_per_minute,
+                config.exchange_tests_burst,
+            )),
         };
         let schema = crate::graphql::build_schema(services, config.egress_ips.clone());
         let state = HttpState {

@@ -1,6 +1,7 @@
 //! Mutation resolvers.
 
 use super::context::caller;
+use crate::service::diagnosis::DiagnosisView;
 use crate::service::input::{CreateConnectionInput, CredentialsInput};
 use crate::service::views::{ConnectionView, TestResultView};
 use async_graphql::{Context, ErrorExtensions, ID, Object, Result};
@@ -34,6 +35,12 @@ impl MutationRoot {
             .rotate_keys(&rc, &id, credentials)
             .await
             .map_err(|e| e.extend())
+    }
+
+    /// Runs a connection's checks step by step: reach, clock, signed read, permissions, IP whitelist.
+    async fn diagnose_connection(&self, ctx: &Context<'_>, id: ID) -> Result<DiagnosisView> {
+        let (services, rc) = caller(ctx).await.map_err(|e| e.extend())?;
+        services.diagnose_connection(&rc, &id).await.map_err(|e| e.extend())
     }
 
     /// Revokes a connection: its stored secrets are erased, its history kept.

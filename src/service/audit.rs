@@ -19,6 +19,7 @@ pub mod action {
     pub const ROTATED: &str = "connection.rotated";
     pub const REVOKED: &str = "connection.revoked";
     pub const STATUS_CHANGED: &str = "connection.status_changed";
+    pub const DIAGNOSED: &str = "connection.diagnosed";
 }
 
 /// Appends an entry. Call inside the transaction of the change it records;

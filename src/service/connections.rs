@@ -46,11 +46,18 @@ impl Services {
     }
 
     /// Tests credentials without storing anything (the wizard's step).
-    pub async fn test_credentials(&self, _ctx: &RequestContext, input: CredentialsInput) -> AppResult<TestResultView> {
+    pub async fn test_credentials(&self, ctx: &RequestContext, input: CredentialsInput) -> AppResult<TestResultView> {
         let (exchange, environment, credentials) = input.into_credentials("input.")?;
         let client = self.client_for(exchange, environment, &credentials, "input.")?;
+        self.limiter.check(ctx.principal.user_id)?;
         Ok(match client.test(environment, &credentials).await {
-            Ok(report) => test_ok(&report),
+            Ok(report) => {
+                let mut warnings = self.policy.warnings(&report);
+                if let Err(refusal) = self.policy.check(exchange, &report, "input") {
+                    warnings.insert(0, format!("Saving this key would be refused: {refusal}"));
+                }
+                test_ok(&report, warnings)
+            }
             Err(error) => test_failed(&error),
         })
     }
@@ -70,6 +77,9 @@ impl Services {
         self.ensure_unique(ctx.principal.user_id, exchange, &label, &fingerprints, None)
             .await?;
 
+        if test_first {
+            self.limiter.check(ctx.principal.user_id)?;
+        }
         let report = if test_first {
             Some(
                 client
@@ -83,6 +93,10 @@ impl Services {
         } else {
             None
         };
+
+        if let Some(report) = &report {
+            self.policy.check(exchange, report, "input.credentials")?;
+        }
 
         let id = Uuid::new_v4();
         let owner = SecretOwner {
@@ -143,15 +157,8 @@ impl Services {
 
     /// Tests a stored connection, records the outcome and moves its status.
     pub async fn test_connection(&self, ctx: &RequestContext, id: &str) -> AppResult<TestResultView> {
-        let row = self.owned_row(&self.db, ctx, id).await?;
-        if row.revoked_at.is_some() {
-            return Err(AppError::bad_input(
-                "id",
-                "this connection is revoked; create a new one",
-            ));
-        }
-        let exchange = stored_enum(Exchange::parse(&row.exchange), row.id)?;
-        let environment = stored_enum(Environment::parse(&row.environment), row.id)?;
+        let (row, exchange, environment) = self.live_row(ctx, id).await?;
+        self.limiter.check(ctx.principal.user_id)?;
         let credentials = self.open_credentials(&row)?;
         let client = self
             .exchanges
@@ -160,7 +167,7 @@ impl Services {
         let outcome = client.test(environment, &credentials).await;
         drop(credentials);
         let result = match &outcome {
-            Ok(report) => test_ok(report),
+            Ok(report) => test_ok(report, self.policy.warnings(report)),
             Err(error) => test_failed(error),
         };
         self.record_test_outcome(ctx, row, outcome, "manual").await?;
@@ -265,6 +272,7 @@ impl Services {
             .fingerprints(exchange.as_str(), credentials.api_key.expose());
         self.ensure_unique(ctx.principal.user_id, exchange, &row.label, &fingerprints, Some(row.id))
             .await?;
+        self.limiter.check(ctx.principal.user_id)?;
         let report = client
             .test(environment, &credentials)
             .await
@@ -272,6 +280,7 @@ impl Services {
                 context: "the new key did not pass its test, the old key is unchanged",
                 error,
             })?;
+        self.policy.check(exchange, &report, "credentials")?;
 
         let owner = SecretOwner {
             user_id: ctx.principal.user_id,
@@ -376,6 +385,24 @@ impl Services {
 
     // ---- helpers -------------------------------------------------------
 
+    /// One of the caller's live (not revoked) connections, with its exchange and environment.
+    pub(super) async fn live_row(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+    ) -> AppResult<(keys::Model, Exchange, Environment)> {
+        let row = self.owned_row(&self.db, ctx, id).await?;
+        if row.revoked_at.is_some() {
+            return Err(AppError::bad_input(
+                "id",
+                "this connection is revoked; create a new one",
+            ));
+        }
+        let exchange = stored_enum(Exchange::parse(&row.exchange), row.id)?;
+        let environment = stored_enum(Environment::parse(&row.environment), row.id)?;
+        Ok((row, exchange, environment))
+    }
+
     async fn owned_row(&self, db: &impl ConnectionTrait, ctx: &RequestContext, id: &str) -> AppResult<keys::Model> {
         owned_row_by_id(db, ctx, parse_id("id", id)?).await
     }
@@ -454,7 +481,7 @@ impl Services {
 
     /// Opens a row's secrets. A token no configured key opens fails this
     /// connection only (logged with its id, never its content).
-    fn open_credentials(&self, row: &keys::Model) -> AppResult<Credentials> {
+    pub(super) fn open_credentials(&self, row: &keys::Model) -> AppResult<Credentials> {
         let owner = SecretOwner {
             user_id: row.user_id,
             connection_id: row.id,
@@ -504,8 +531,9 @@ fn latency_ms(report: &TestReport) -> i32 {
     i32::try_from(report.latency.as_millis()).unwrap_or(i32::MAX)
 }
 
-fn test_ok(report: &TestReport) -> TestResultView {
+fn test_ok(report: &TestReport, warnings: Vec<String>) -> TestResultView {
     TestResultView {
+        warnings,
         ok: true,
         latency_ms: Some(latency_ms(report)),
         error: None,
@@ -515,6 +543,7 @@ fn test_ok(report: &TestReport) -> TestResultView {
 
 fn test_failed(error: &ExchangeError) -> TestResultView {
     TestResultView {
+        warnings: Vec::new(),
         ok: false,
         latency_ms: None,
         error: Some(ExchangeErrorView::from(error)),

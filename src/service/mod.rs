@@ -4,7 +4,10 @@
 
 pub mod audit;
 pub mod connections;
+pub mod diagnosis;
 pub mod input;
+pub mod limits;
+pub mod policy;
 pub mod status;
 pub mod users;
 pub mod views;
@@ -38,4 +41,7 @@ pub struct Services {
     pub exchanges: ExchangeRegistry,
     pub users: Arc<users::UserDirectory>,
     pub egress_ips: Arc<Vec<String>>,
+    pub policy: policy::KeyPolicy,
+    /// Per-user limit on mutations that call an exchange.
+    pub limiter: Arc<limits::ExchangeCallLimiter>,
 }

@@ -70,6 +70,8 @@ pub struct ConnectionView {
 #[graphql(name = "TestResult")]
 pub struct TestResultView {
     pub ok: bool,
+    /// Things to fix although the key works (no IP restriction, withdrawal rights, …).
+    pub warnings: Vec<String>,
     pub latency_ms: Option<i32>,
     pub error: Option<ExchangeErrorView>,
     pub permissions: Option<Permissions>,

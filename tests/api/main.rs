@@ -8,4 +8,5 @@ mod embedded;
 mod helpers;
 mod http;
 mod mock;
+mod policy;
 mod resilience;
