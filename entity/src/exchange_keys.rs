@@ -36,6 +36,9 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,
     pub revoke_reason: Option<String>,
+    /// Zerodha Kite: the day's session token (Fernet) and when it expires.
+    pub access_token_encrypted: Option<String>,
+    pub session_expires_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,6 +6,7 @@ pub mod connection_audit_log;
 pub mod connection_health_checks;
 pub mod connection_usage;
 pub mod exchange_keys;
+pub mod kite_login_states;
 pub mod users;
 
 pub use sea_orm;

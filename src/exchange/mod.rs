@@ -60,6 +60,12 @@ pub trait ExchangeClient: Send + Sync {
     /// Makes the signed test call and reads the key's permissions.
     async fn test(&self, environment: Environment, credentials: &Credentials) -> Result<TestReport, ExchangeError>;
 
+    /// True when keys work only after an interactive login (Zerodha Kite):
+    /// such connections are saved untested and wait in `NEEDS_REAUTH`.
+    fn requires_login(&self) -> bool {
+        false
+    }
+
     /// The exchange's clock from a public, unsigned endpoint (reachability
     /// and clock skew for diagnosis). `Ok(None)` when the exchange has none.
     async fn server_time(

@@ -29,6 +29,7 @@ pub(super) async fn caller<'a>(ctx: &Context<'a>) -> AppResult<(&'a Services, Re
             request_id: request.request_id,
             ip: request.ip,
             user_agent: request.user_agent,
+            system_actor: None,
         },
     ))
 }

@@ -20,6 +20,8 @@ pub mod action {
     pub const REVOKED: &str = "connection.revoked";
     pub const STATUS_CHANGED: &str = "connection.status_changed";
     pub const DIAGNOSED: &str = "connection.diagnosed";
+    pub const KITE_LOGIN_STARTED: &str = "connection.kite_login_started";
+    pub const KITE_LOGIN_COMPLETED: &str = "connection.kite_login_completed";
 }
 
 /// Appends an entry. Call inside the transaction of the change it records;

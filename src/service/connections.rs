@@ -68,7 +68,7 @@ impl Services {
         input: CreateConnectionInput,
     ) -> AppResult<ConnectionView> {
         let label = validate_label("input.label", &input.label)?;
-        let test_first = input.test_first.unwrap_or(true);
+        let mut test_first = input.test_first.unwrap_or(true);
         let (exchange, environment, credentials) = input.credentials.into_credentials("input.credentials.")?;
         let client = self.client_for(exchange, environment, &credentials, "input.credentials.")?;
         let fingerprints = self
@@ -77,6 +77,9 @@ impl Services {
         self.ensure_unique(ctx.principal.user_id, exchange, &label, &fingerprints, None)
             .await?;
 
+        // Keys that need an interactive login cannot be tested before it.
+        let needs_login = client.requires_login();
+        test_first &= !needs_login;
         if test_first {
             self.limiter.check(ctx.principal.user_id)?;
         }
@@ -106,6 +109,8 @@ impl Services {
         let now = entity::now();
         let status = if report.is_some() {
             ConnectionStatus::Healthy
+        } else if needs_login {
+            ConnectionStatus::NeedsReauth
         } else {
             ConnectionStatus::Pending
         };
@@ -495,7 +500,10 @@ impl Services {
             })
         };
         Ok(Credentials {
-            access_token: None,
+            access_token: match &row.access_token_encrypted {
+                Some(_) => Some(open(SecretField::AccessToken, &row.access_token_encrypted)?),
+                None => None,
+            },
             api_key: open(SecretField::ApiKey, &row.api_key_encrypted)?,
             api_secret: open(SecretField::ApiSecret, &row.api_secret_encrypted)?,
             passphrase: match &row.passphrase_encrypted {
@@ -506,7 +514,11 @@ impl Services {
     }
 }
 
-async fn owned_row_by_id(db: &impl ConnectionTrait, ctx: &RequestContext, id: Uuid) -> AppResult<keys::Model> {
+pub(super) async fn owned_row_by_id(
+    db: &impl ConnectionTrait,
+    ctx: &RequestContext,
+    id: Uuid,
+) -> AppResult<keys::Model> {
     keys::Entity::find_by_id(id)
         .filter(keys::Column::UserId.eq(ctx.principal.user_id))
         .one(db)

@@ -25,11 +25,32 @@ pub struct RequestContext {
     pub request_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// Set when the service acts on its own (e.g. `system:kite-session-expiry`).
+    pub system_actor: Option<&'static str>,
 }
 
 impl RequestContext {
+    /// The service acting on a user's rows by itself (expiry sweeps, the worker).
+    pub fn system(user_id: uuid::Uuid, actor: &'static str) -> Self {
+        Self {
+            principal: Principal {
+                user_id,
+                role: "system".into(),
+                email: None,
+                expires_at: chrono::Utc::now(),
+            },
+            request_id: None,
+            ip: None,
+            user_agent: None,
+            system_actor: Some(actor),
+        }
+    }
+
     pub fn actor(&self) -> String {
-        format!("user:{}", self.principal.user_id)
+        match self.system_actor {
+            Some(actor) => actor.to_string(),
+            None => format!("user:{}", self.principal.user_id),
+        }
     }
 }
 

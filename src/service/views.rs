@@ -64,6 +64,8 @@ pub struct ConnectionView {
     pub updated_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoke_reason: Option<String>,
+    /// When the current exchange session ends (Zerodha Kite: daily at 06:00 IST).
+    pub session_expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, SimpleObject)]
@@ -133,6 +135,7 @@ impl TryFrom<&exchange_keys::Model> for ConnectionView {
             updated_at: row.updated_at,
             revoked_at: row.revoked_at,
             revoke_reason: row.revoke_reason.clone(),
+            session_expires_at: row.session_expires_at,
         })
     }
 }
