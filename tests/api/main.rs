@@ -7,5 +7,6 @@ mod connections;
 mod embedded;
 mod helpers;
 mod http;
+mod kite_client;
 mod mock;
 mod resilience;
