@@ -7,6 +7,7 @@ mod connections;
 mod embedded;
 mod helpers;
 mod http;
+mod kite_client;
 mod mock;
 mod policy;
 mod resilience;
