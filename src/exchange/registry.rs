@@ -44,18 +44,18 @@ pub struct UnsupportedExchange {
 #[derive(Clone)]
 pub struct ExchangeRegistry {
     clients: HashMap<Exchange, Arc<dyn ExchangeClient>>,
+    /// Kite's login steps are not part of the common trait.
+    kite: Arc<KiteClient>,
 }
 
 impl ExchangeRegistry {
     pub fn new(endpoints: &ExchangeEndpoints, http: reqwest::Client, egress_ips: &[String]) -> Self {
         let mut clients: HashMap<Exchange, Arc<dyn ExchangeClient>> = HashMap::new();
-        clients.insert(
-            Exchange::Zerodha,
-            Arc::new(
-                KiteClient::new(http.clone(), endpoints.kite.clone(), endpoints.kite_login.clone())
-                    .with_egress_ips(egress_ips.to_vec()),
-            ),
+        let kite = Arc::new(
+            KiteClient::new(http.clone(), endpoints.kite.clone(), endpoints.kite_login.clone())
+                .with_egress_ips(egress_ips.to_vec()),
         );
+        clients.insert(Exchange::Zerodha, kite.clone());
         clients.insert(
             Exchange::Binance,
             Arc::new(
@@ -63,7 +63,12 @@ impl ExchangeRegistry {
                     .with_egress_ips(egress_ips.to_vec()),
             ),
         );
-        Self { clients }
+        Self { clients, kite }
+    }
+
+    /// The Zerodha Kite client, for its login steps.
+    pub fn kite(&self) -> Option<Arc<KiteClient>> {
+        Some(self.kite.clone())
     }
 
     pub fn get(&self, exchange: Exchange) -> Result<Arc<dyn ExchangeClient>, UnsupportedExchange> {

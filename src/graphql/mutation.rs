@@ -2,6 +2,7 @@
 
 use super::context::caller;
 use crate::service::diagnosis::DiagnosisView;
+use crate::service::kite::KiteLoginView;
 use crate::service::input::{CreateConnectionInput, CredentialsInput};
 use crate::service::views::{ConnectionView, TestResultView};
 use async_graphql::{Context, ErrorExtensions, ID, Object, Result};
@@ -41,6 +42,18 @@ impl MutationRoot {
     async fn diagnose_connection(&self, ctx: &Context<'_>, id: ID) -> Result<DiagnosisView> {
         let (services, rc) = caller(ctx).await.map_err(|e| e.extend())?;
         services.diagnose_connection(&rc, &id).await.map_err(|e| e.extend())
+    }
+
+    /// Starts the daily Zerodha Kite login: returns the URL to send the user to and a single-use state.
+    async fn begin_kite_login(&self, ctx: &Context<'_>, connection_id: ID) -> Result<KiteLoginView> {
+        let (services, rc) = caller(ctx).await.map_err(|e| e.extend())?;
+        services.begin_kite_login(&rc, &connection_id).await.map_err(|e| e.extend())
+    }
+
+    /// Finishes the Kite login with the `request_token` Kite redirected back with.
+    async fn complete_kite_login(&self, ctx: &Context<'_>, state: String, request_token: String) -> Result<ConnectionView> {
+        let (services, rc) = caller(ctx).await.map_err(|e| e.extend())?;
+        services.complete_kite_login(&rc, &state, &request_token).await.map_err(|e| e.extend())
     }
 
     /// Revokes a connection: its stored secrets are erased, its history kept.

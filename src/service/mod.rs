@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod connections;
 pub mod diagnosis;
+pub mod kite;
 pub mod input;
 pub mod limits;
 pub mod policy;

@@ -243,6 +243,10 @@ impl KiteClient {
 
 #[async_trait::async_trait]
 impl ExchangeClient for KiteClient {
+    fn requires_login(&self) -> bool {
+        true
+    }
+
     fn exchange(&self) -> Exchange {
         Exchange::Zerodha
     }
