@@ -3,6 +3,7 @@
 use super::ExchangeClient;
 use super::binance::BinanceClient;
 use super::kite::KiteClient;
+use super::coinbase::CoinbaseClient;
 use crate::domain::{Environment, Exchange};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,6 +57,12 @@ impl ExchangeRegistry {
                 .with_egress_ips(egress_ips.to_vec()),
         );
         clients.insert(Exchange::Zerodha, kite.clone());
+        clients.insert(
+            Exchange::Coinbase,
+            Arc::new(
+                CoinbaseClient::new(http.clone(), endpoints.coinbase.clone()).with_egress_ips(egress_ips.to_vec()),
+            ),
+        );
         clients.insert(
             Exchange::Binance,
             Arc::new(

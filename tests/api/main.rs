@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod binance_client;
+mod coinbase_client;
 mod connections;
 mod embedded;
 mod helpers;

@@ -5,3 +5,4 @@
 
 pub mod binance;
 pub mod kite;
+pub mod coinbase;
