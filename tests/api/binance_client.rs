@@ -1,9 +1,17 @@
-//! The Binance client against the mock Binance: permissions on production and
-//! testnet, every failure class, shape checks, and that no secret ever shows
-//! in an error. Also checks the mock itself against Binance's documented
-//! signed examples, since the lead's API tests rely on it.
+//! The Binance client against the mock Binance: HMAC, Ed25519 and RSA keys,
+//! permissions and warnings on production and testnet, clock-skew
+//! correction, every failure class, shape checks, and that no secret ever
+//! shows in an error. Also checks the mock itself against Binance's
+//! documented signed examples and OpenSSL-made signatures, since the lead's
+//! API tests rely on it.
 
-use crate::mock::binance::{MockBinance, MockFailure, MockPermissions, hmac_hex, signed_payload};
+use crate::mock::binance::{MockBinance, MockFailure, MockPermissions, decode_base64_param, hmac_hex, signed_payload};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, RsaKeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use exchange_connections::crypto::SecretString;
 use exchange_connections::domain::{Environment, ExchangeErrorCode, Permissions};
 use exchange_connections::exchange::binance::BinanceClient;
@@ -20,6 +28,20 @@ const EGRESS_IPS: [&str; 2] = ["203.0.113.10", "203.0.113.11"];
 const DOC_KEY: &str = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A";
 const DOC_SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
 const DOC_TIMESTAMP: i64 = 1499827319559;
+const DOC_QUERY: &str =
+    "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559";
+
+// Throwaway keys and signatures made with OpenSSL (tests/fixtures/binance/README.md).
+const ED25519_FIXTURE: &str = include_str!("../fixtures/binance/ed25519.pem");
+const ED25519_FIXTURE_SIG: &str = include_str!("../fixtures/binance/ed25519.doc-query.sig.b64");
+const RSA_FIXTURE: &str = include_str!("../fixtures/binance/rsa2048.pem");
+const RSA_FIXTURE_SIG: &str = include_str!("../fixtures/binance/rsa2048.doc-query.sig.b64");
+const RSA_PKCS1_FIXTURE: &str = include_str!("../fixtures/binance/rsa2048-pkcs1.pem");
+const EC_FIXTURE: &str = include_str!("../fixtures/binance/ec-p256-sec1.pem");
+
+const TIME: &str = "/api/v3/time";
+const ACCOUNT: &str = "/api/v3/account";
+const RESTRICTIONS: &str = "/sapi/v1/account/apiRestrictions";
 
 fn creds(key: &str, secret: &str) -> Credentials {
     Credentials {
@@ -41,6 +63,47 @@ async fn production(perms: MockPermissions) -> (MockBinance, BinanceClient) {
     mock.add_hmac_key(KEY, SECRET, perms);
     let client = client_for(&mock);
     (mock, client)
+}
+
+fn paths(mock: &MockBinance) -> Vec<String> {
+    mock.requests().into_iter().map(|r| r.path).collect()
+}
+
+fn to_pem(der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+/// The DER inside a PEM file (test input is well formed).
+fn pem_der(pem: &str) -> Vec<u8> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    STANDARD.decode(body).unwrap()
+}
+
+/// A fresh Ed25519 key: (PKCS#8 PEM private key, raw public key).
+fn new_ed25519_key() -> (String, Vec<u8>) {
+    let der = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    let public = Ed25519KeyPair::from_pkcs8(der.as_ref())
+        .unwrap()
+        .public_key()
+        .as_ref()
+        .to_vec();
+    (to_pem(der.as_ref()), public)
+}
+
+/// A fresh 2048-bit RSA key: (PKCS#8 PEM private key, PKCS#1 DER public key).
+fn new_rsa_key() -> (String, Vec<u8>) {
+    let key = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+    let der = key.as_der().unwrap();
+    (to_pem(der.as_ref()), key.public_key().as_ref().to_vec())
 }
 
 async fn test_err(client: &BinanceClient, env: Environment, credentials: &Credentials) -> ExchangeError {
@@ -78,21 +141,26 @@ async fn production_reads_the_key_permissions_from_api_restrictions() {
             ip_restricted: Some(true)
         }
     );
+    assert_eq!(report.warnings, Vec::<String>::new());
     let usage = report.usage.expect("X-MBX-USED-WEIGHT-1M is reported");
-    assert_eq!((usage.weight_used, usage.weight_limit), (20, 6000));
+    // The clock read (weight 1) and the account (weight 20).
+    assert_eq!((usage.weight_used, usage.weight_limit), (21, 6000));
     assert!(report.latency > Duration::ZERO);
 
     let requests = mock.requests();
-    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(paths, ["/api/v3/account", "/sapi/v1/account/apiRestrictions"]);
-    assert!(requests.iter().all(|r| r.ok && r.api_key.as_deref() == Some(KEY)));
+    assert_eq!(paths(&mock), [TIME, ACCOUNT, RESTRICTIONS]);
+    assert!(requests.iter().all(|r| r.ok));
+    // The clock read is public: no key, no parameters.
+    assert_eq!((requests[0].api_key.as_deref(), requests[0].query.as_str()), (None, ""));
+    let signed = &requests[1..];
+    assert!(signed.iter().all(|r| r.api_key.as_deref() == Some(KEY)));
     assert!(
-        requests[0]
+        signed[0]
             .query
             .starts_with("omitZeroBalances=true&recvWindow=5000&timestamp=")
     );
-    assert!(requests[1].query.starts_with("recvWindow=5000&timestamp="));
-    assert!(requests.iter().all(|r| r.query.contains("&signature=")));
+    assert!(signed[1].query.starts_with("recvWindow=5000&timestamp="));
+    assert!(signed.iter().all(|r| r.query.contains("&signature=")));
 }
 
 #[tokio::test]
@@ -128,6 +196,7 @@ async fn production_default_permissions_map_field_by_field() {
             ip_restricted: Some(false)
         }
     );
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
 }
 
 #[tokio::test]
@@ -163,8 +232,9 @@ async fn testnet_falls_back_to_the_account_flags_without_sapi() {
         }
     );
     assert!(report.usage.is_some());
-    let paths: Vec<String> = mock.requests().into_iter().map(|r| r.path).collect();
-    assert_eq!(paths, ["/api/v3/account"]);
+    // The testnet says nothing about IP restrictions, so there is no warning.
+    assert_eq!(report.warnings, Vec::<String>::new());
+    assert_eq!(paths(&mock), [TIME, ACCOUNT]);
 }
 
 #[tokio::test]
@@ -183,9 +253,12 @@ async fn wrong_secret_is_invalid_credentials_after_a_bad_signature() {
     let err = test_err(&client, Environment::Production, &creds(KEY, CANARY)).await;
     assert_eq!(err.code, ExchangeErrorCode::InvalidCredentials);
     assert!(err.message.contains("secret does not match"), "{err}");
-    let requests = mock.requests();
-    assert_eq!(requests.len(), 1, "no permission read after a failed account call");
-    assert_eq!(requests[0].error_code, Some(-1022));
+    assert_eq!(
+        paths(&mock),
+        [TIME, ACCOUNT],
+        "no permission read after a failed account call"
+    );
+    assert_eq!(mock.requests()[1].error_code, Some(-1022));
 }
 
 #[tokio::test]
@@ -205,7 +278,7 @@ async fn unknown_key_gets_the_three_cause_hint_with_the_egress_ips() {
     ] {
         assert!(hint.contains(needle), "{needle:?} missing from {hint:?}");
     }
-    assert_eq!(mock.requests()[0].error_code, Some(-2015));
+    assert_eq!(mock.requests().last().unwrap().error_code, Some(-2015));
 }
 
 #[tokio::test]
@@ -298,26 +371,7 @@ async fn unreadable_restrictions_are_permission_denied() {
     assert_eq!(err.code, ExchangeErrorCode::PermissionDenied);
     assert!(err.message.contains("could not read the key's permissions"), "{err}");
     let oks: Vec<bool> = mock.requests().iter().map(|r| r.ok).collect();
-    assert_eq!(oks, [true, false]);
-}
-
-#[tokio::test]
-async fn clock_skew_either_way_is_clock_skew() {
-    let (mock, client) = production(MockPermissions::default()).await;
-    let now = chrono::Utc::now().timestamp_millis();
-
-    // Binance's clock a minute ahead: our timestamp is outside recvWindow.
-    mock.set_server_time_ms(Some(now + 60_000));
-    let err = test_err(&client, Environment::Production, &creds(KEY, SECRET)).await;
-    assert_eq!(err.code, ExchangeErrorCode::ClockSkew);
-    assert!(err.message.contains("outside of the recvWindow"), "{err}");
-
-    // Binance's clock a minute behind: our timestamp is ahead of it.
-    mock.set_server_time_ms(Some(now - 60_000));
-    let err = test_err(&client, Environment::Production, &creds(KEY, SECRET)).await;
-    assert_eq!(err.code, ExchangeErrorCode::ClockSkew);
-    assert!(err.message.contains("ahead of the server's time"), "{err}");
-    assert!(err.retryable());
+    assert_eq!(oks, [true, true, false]);
 }
 
 #[tokio::test]
@@ -339,12 +393,14 @@ async fn shape_errors_name_each_field() {
     assert_eq!(check(&creds("short", SECRET)), Some("apiKey"));
     assert_eq!(check(&creds(&KEY.replace('A', "-"), SECRET)), Some("apiKey"));
     assert_eq!(check(&creds(KEY, "short")), Some("apiSecret"));
+    // A PKCS#8 Ed25519 key is a valid secret; a PKCS#1 RSA key is not.
     let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----";
+    assert_eq!(check(&creds(KEY, pem)), None);
     let err = client
-        .check_credentials(Environment::Production, &creds(KEY, pem))
+        .check_credentials(Environment::Production, &creds(KEY, RSA_PKCS1_FIXTURE))
         .unwrap_err();
     assert_eq!(err.field, "apiSecret");
-    assert!(err.message.contains("not supported yet"), "{err}");
+    assert!(err.message.contains("PKCS#1"), "{err}");
     let mut with_passphrase = creds(KEY, SECRET);
     with_passphrase.passphrase = Some(SecretString::new("hunter22"));
     assert_eq!(check(&with_passphrase), Some("passphrase"));
@@ -379,33 +435,386 @@ async fn the_canary_secret_never_appears_in_any_error() {
         mock.set_failure(Some(failure));
         errors.push(test_err(&client, Environment::Production, &good).await);
     }
-    mock.set_failure(None);
-    mock.set_server_time_ms(Some(chrono::Utc::now().timestamp_millis() + 60_000));
+    mock.set_failure(Some(MockFailure::RejectTimestamps));
     errors.push(test_err(&client, Environment::Production, &good).await);
-    mock.set_server_time_ms(None);
+    mock.set_failure(None);
     // The canary as a wrong secret, and as malformed input.
     mock.add_hmac_key(&KEY.replace('A', "C"), SECRET, MockPermissions::default());
     errors.push(test_err(&client, Environment::Production, &creds(&KEY.replace('A', "C"), CANARY)).await);
     errors.push(test_err(&client, Environment::Production, &creds(KEY, &format!("{CANARY}!"))).await);
     errors.push(test_err(&client, Environment::Production, &creds(CANARY, SECRET)).await);
 
+    // Infrastructure failures stop at the clock read, before anything is signed.
+    assert_no_secret_in(&errors, &mock, &[CANARY, KEY], 6);
+    assert!(!format!("{good:?}").contains(CANARY));
+}
+
+/// No error shows a secret, the signed query, or any signature the mock saw
+/// (of which there must be at least `min_signatures`).
+fn assert_no_secret_in(errors: &[ExchangeError], mock: &MockBinance, secrets: &[&str], min_signatures: usize) {
     let signatures: Vec<String> = mock
         .requests()
         .iter()
         .filter_map(|r| r.query.split("signature=").nth(1).map(str::to_owned))
         .collect();
-    assert!(signatures.len() >= 10);
-    for err in &errors {
+    assert!(signatures.len() >= min_signatures, "{} signatures", signatures.len());
+    for err in errors {
         let text = format!("{err} | {err:?} | {}", err.hint.as_deref().unwrap_or(""));
-        assert!(!text.contains(CANARY), "canary in {text}");
-        assert!(!text.contains(KEY), "API key in {text}");
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret:?} in {text}");
+        }
         assert!(!text.contains("signature="), "query in {text}");
         assert!(!text.contains("timestamp="), "query in {text}");
         for signature in &signatures {
             assert!(!text.contains(signature.as_str()), "signature in {text}");
+            // Also as plain base64, as an asymmetric signature decodes.
+            if let Some(raw) = decode_base64_param(signature) {
+                assert!(!text.contains(&STANDARD.encode(raw)), "signature in {text}");
+            }
         }
     }
-    assert!(!format!("{good:?}").contains(CANARY));
+}
+
+#[tokio::test]
+async fn a_canary_private_key_never_appears_in_any_error() {
+    let mock = MockBinance::start().await;
+    let client = client_for(&mock).with_timeout(Duration::from_millis(300));
+    let (ed_pem, ed_public) = new_ed25519_key();
+    let (rsa_pem, rsa_public) = new_rsa_key();
+    mock.add_ed25519_key(KEY, &ed_public, MockPermissions::default());
+    let rsa_key = KEY.replace('A', "R");
+    mock.add_rsa_key(&rsa_key, &rsa_public, MockPermissions::default());
+
+    let mut errors = Vec::new();
+    for (key, pem) in [(KEY, &ed_pem), (rsa_key.as_str(), &rsa_pem)] {
+        let good = creds(key, pem);
+        for failure in [
+            MockFailure::ServerError,
+            MockFailure::IpNotAllowed,
+            MockFailure::RestrictionsDenied,
+            MockFailure::RejectTimestamps,
+            MockFailure::Hang,
+        ] {
+            mock.set_failure(Some(failure));
+            errors.push(test_err(&client, Environment::Production, &good).await);
+        }
+        mock.set_failure(None);
+        // The key in formats Binance refuses, damaged, or cut short.
+        for bad in [
+            pem.replace("PRIVATE KEY", "RSA PRIVATE KEY"),
+            pem.replace("PRIVATE KEY", "EC PRIVATE KEY"),
+            pem.replace("PRIVATE KEY", "ENCRYPTED PRIVATE KEY"),
+            pem[..pem.len() / 2].to_owned(),
+            pem.replacen('M', "N", 1),
+        ] {
+            errors.push(test_err(&client, Environment::Production, &creds(key, &bad)).await);
+        }
+    }
+    // Each key used with the other's API key: a signature that does not verify.
+    errors.push(test_err(&client, Environment::Production, &creds(KEY, &rsa_pem)).await);
+    errors.push(test_err(&client, Environment::Production, &creds(&rsa_key, &ed_pem)).await);
+    assert_eq!(errors.last().unwrap().code, ExchangeErrorCode::InvalidCredentials);
+
+    // Every line of both private keys' bodies is a secret.
+    let lines: Vec<&str> = [ed_pem.as_str(), rsa_pem.as_str()]
+        .iter()
+        .flat_map(|pem| pem.lines())
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let mut secrets = lines.clone();
+    secrets.extend([ed_pem.as_str(), rsa_pem.as_str(), KEY, rsa_key.as_str()]);
+    assert_no_secret_in(&errors, &mock, &secrets, 10);
+}
+
+#[tokio::test]
+async fn ed25519_key_passes_the_test_with_a_percent_encoded_signature() {
+    let mock = MockBinance::start().await;
+    let (pem, public) = new_ed25519_key();
+    mock.add_ed25519_key(KEY, &public, MockPermissions::default());
+    let client = client_for(&mock);
+
+    let report = client.test(Environment::Production, &creds(KEY, &pem)).await.unwrap();
+
+    assert!(report.permissions.can_read && report.permissions.can_trade);
+    assert_eq!(paths(&mock), [TIME, ACCOUNT, RESTRICTIONS]);
+    for request in &mock.requests()[1..] {
+        let signature = request.query.split("&signature=").nth(1).unwrap();
+        // base64 of 64 bytes ends in "==", sent as "%3D%3D".
+        assert!(signature.ends_with("%3D%3D"), "{signature}");
+        assert_eq!(decode_base64_param(signature).unwrap().len(), 64);
+    }
+}
+
+#[tokio::test]
+async fn rsa_key_passes_the_test() {
+    let mock = MockBinance::start().await;
+    let (pem, public) = new_rsa_key();
+    mock.add_rsa_key(KEY, &public, MockPermissions::default());
+    let client = client_for(&mock);
+
+    let report = client.test(Environment::Production, &creds(KEY, &pem)).await.unwrap();
+
+    assert!(report.permissions.can_read);
+    assert_eq!(paths(&mock), [TIME, ACCOUNT, RESTRICTIONS]);
+    let signature = mock.requests()[1].query.split("&signature=").nth(1).unwrap().to_owned();
+    assert_eq!(
+        decode_base64_param(&signature).unwrap().len(),
+        256,
+        "2048-bit signature"
+    );
+}
+
+#[tokio::test]
+async fn openssl_keys_pasted_with_escaped_newlines_pass_the_test() {
+    let mock = MockBinance::start().await;
+    let ed_public = Ed25519KeyPair::from_pkcs8(&pem_der(ED25519_FIXTURE))
+        .unwrap()
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let rsa_public = RsaKeyPair::from_pkcs8(&pem_der(RSA_FIXTURE))
+        .unwrap()
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let rsa_key = KEY.replace('A', "R");
+    mock.add_ed25519_key(KEY, &ed_public, MockPermissions::default());
+    mock.add_rsa_key(&rsa_key, &rsa_public, MockPermissions::default());
+    let client = client_for(&mock);
+
+    for (key, pem) in [(KEY, ED25519_FIXTURE), (rsa_key.as_str(), RSA_FIXTURE)] {
+        // As copied out of a JSON string or an .env file.
+        let escaped = pem.trim().replace('\n', "\\n");
+        assert!(!escaped.contains('\n'));
+        client
+            .test(Environment::Production, &creds(key, &escaped))
+            .await
+            .unwrap();
+        client.test(Environment::Testnet, &creds(key, pem)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn asymmetric_key_with_the_wrong_public_key_gets_a_bad_signature() {
+    let mock = MockBinance::start().await;
+    let (pem, _) = new_ed25519_key();
+    let (_, other_public) = new_ed25519_key();
+    mock.add_ed25519_key(KEY, &other_public, MockPermissions::default());
+    let err = test_err(&client_for(&mock), Environment::Production, &creds(KEY, &pem)).await;
+    assert_eq!(err.code, ExchangeErrorCode::InvalidCredentials);
+    assert_eq!(mock.requests().last().unwrap().error_code, Some(-1022));
+
+    // An Ed25519 signature for a key registered as RSA fails too.
+    let (_, rsa_public) = new_rsa_key();
+    mock.add_rsa_key(KEY, &rsa_public, MockPermissions::default());
+    let err = test_err(&client_for(&mock), Environment::Production, &creds(KEY, &pem)).await;
+    assert_eq!(err.code, ExchangeErrorCode::InvalidCredentials);
+}
+
+#[tokio::test]
+async fn pkcs1_and_ec_keys_are_refused_before_any_request() {
+    let mock = MockBinance::start().await;
+    let client = client_for(&mock);
+    for (pem, needle) in [
+        (RSA_PKCS1_FIXTURE, "openssl pkcs8 -topk8 -nocrypt"),
+        (EC_FIXTURE, "EC key"),
+    ] {
+        let shape = client
+            .check_credentials(Environment::Production, &creds(KEY, pem))
+            .unwrap_err();
+        assert_eq!(shape.field, "apiSecret");
+        assert!(shape.message.contains(needle), "{shape}");
+        assert!(shape.message.contains("PKCS#8"), "{shape}");
+        let err = test_err(&client, Environment::Production, &creds(KEY, pem)).await;
+        assert_eq!(err.code, ExchangeErrorCode::InvalidCredentials);
+        assert!(err.message.starts_with("apiSecret:"), "{err}");
+    }
+    assert_eq!(mock.request_count(), 0);
+}
+
+// ---- Clock skew ----
+
+#[tokio::test]
+async fn a_binance_clock_ahead_or_behind_is_corrected_for() {
+    for offset_ms in [3_000, -10_000, 60_000, -60_000] {
+        let (mock, client) = production(MockPermissions::default()).await;
+        mock.set_clock_offset_ms(offset_ms);
+
+        let report = client.test(Environment::Production, &creds(KEY, SECRET)).await;
+
+        assert!(report.is_ok(), "offset {offset_ms}: {report:?}");
+        assert_eq!(paths(&mock), [TIME, ACCOUNT, RESTRICTIONS], "offset {offset_ms}");
+        assert!(mock.requests().iter().all(|r| r.ok));
+    }
+}
+
+#[tokio::test]
+async fn the_clock_is_read_once_per_environment() {
+    let (mock, client) = production(MockPermissions::default()).await;
+    client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    client.test(Environment::Testnet, &creds(KEY, SECRET)).await.unwrap();
+    client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    client.test(Environment::Testnet, &creds(KEY, SECRET)).await.unwrap();
+    assert_eq!(
+        paths(&mock),
+        [
+            TIME,
+            ACCOUNT,
+            RESTRICTIONS,
+            TIME,
+            ACCOUNT,
+            ACCOUNT,
+            RESTRICTIONS,
+            ACCOUNT
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_1021_remeasures_the_clock_and_retries_once() {
+    let (mock, client) = production(MockPermissions::default()).await;
+    client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    // Binance's clock jumps after the offset was measured.
+    mock.set_clock_offset_ms(30_000);
+
+    client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+
+    let requests = mock.requests();
+    let seen: Vec<(&str, Option<i64>)> = requests[3..].iter().map(|r| (r.path.as_str(), r.error_code)).collect();
+    assert_eq!(
+        seen,
+        [
+            (ACCOUNT, Some(-1021)),
+            (TIME, None),
+            (ACCOUNT, None),
+            (RESTRICTIONS, None)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_1021_after_the_retry_is_clock_skew_without_more_retries() {
+    let (mock, client) = production(MockPermissions::default()).await;
+    mock.set_failure(Some(MockFailure::RejectTimestamps));
+
+    let err = test_err(&client, Environment::Production, &creds(KEY, SECRET)).await;
+
+    assert_eq!(err.code, ExchangeErrorCode::ClockSkew);
+    assert!(err.message.contains("outside of the recvWindow"), "{err}");
+    assert!(err.retryable());
+    assert_eq!(paths(&mock), [TIME, ACCOUNT, TIME, ACCOUNT]);
+
+    // With an offset already known: the refused call, one re-measure, one retry.
+    let (mock, client) = production(MockPermissions::default()).await;
+    client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    mock.set_clock_offset_ms(30_000);
+    mock.set_failure(Some(MockFailure::RejectTimestamps));
+    let count = mock.request_count();
+    let err = test_err(&client, Environment::Production, &creds(KEY, SECRET)).await;
+    assert_eq!(err.code, ExchangeErrorCode::ClockSkew);
+    assert_eq!(mock.request_count() - count, 3, "account, time, account");
+}
+
+#[tokio::test]
+async fn the_clock_offset_is_measured_again_when_stale() {
+    let (mock, client) = production(MockPermissions::default()).await;
+    let client = client.with_clock_refresh(Duration::from_millis(300));
+    client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    assert_eq!(paths(&mock).iter().filter(|p| *p == TIME).count(), 1);
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = mock.request_count();
+    client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    assert_eq!(paths(&mock)[before..], [TIME, ACCOUNT, RESTRICTIONS]);
+}
+
+#[tokio::test]
+async fn server_time_reads_binances_clock() {
+    let (mock, client) = production(MockPermissions::default()).await;
+    mock.set_clock_offset_ms(3_000);
+    let before = chrono::Utc::now();
+    let time = client.server_time(Environment::Production).await.unwrap().unwrap();
+    let after = chrono::Utc::now();
+    let ahead = chrono::Duration::milliseconds(3_000);
+    assert!(time >= before + ahead && time <= after + ahead, "{time} not 3 s ahead");
+    // It also serves as the clock measurement for signed calls.
+    client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    assert_eq!(paths(&mock), [TIME, ACCOUNT, RESTRICTIONS]);
+    assert_eq!(mock.requests()[0].api_key, None);
+
+    mock.set_server_time_ms(Some(DOC_TIMESTAMP));
+    let time = client.server_time(Environment::Testnet).await.unwrap().unwrap();
+    assert_eq!(time.timestamp_millis(), DOC_TIMESTAMP);
+}
+
+#[tokio::test]
+async fn server_time_failures_are_classified() {
+    let (mock, client) = production(MockPermissions::default()).await;
+    mock.set_failure(Some(MockFailure::ServerError));
+    let err = client.server_time(Environment::Production).await.unwrap_err();
+    assert_eq!(err.code, ExchangeErrorCode::ExchangeUnavailable);
+    mock.set_failure(Some(MockFailure::Garbage));
+    let err = client.server_time(Environment::Production).await.unwrap_err();
+    assert_eq!(err.code, ExchangeErrorCode::UnexpectedResponse);
+    // A clock at or before 1970 is not a Binance answer.
+    mock.set_failure(None);
+    mock.set_server_time_ms(Some(0));
+    let err = client.server_time(Environment::Production).await.unwrap_err();
+    assert_eq!(err.code, ExchangeErrorCode::UnexpectedResponse);
+
+    let url = url::Url::parse("http://127.0.0.1:9/").unwrap();
+    let unreachable = BinanceClient::new(reqwest::Client::new(), url.clone(), url);
+    let err = unreachable.server_time(Environment::Testnet).await.unwrap_err();
+    assert_eq!(err.code, ExchangeErrorCode::NetworkError);
+}
+
+// ---- Warnings and trading expiry ----
+
+#[tokio::test]
+async fn a_key_without_ip_restriction_gets_the_30_day_warning_and_its_expiry() {
+    let (mock, client) = production(MockPermissions {
+        ip_restrict: false,
+        ..MockPermissions::default()
+    })
+    .await;
+    let expires_ms = 1_767_225_600_000; // 2026-01-01 00:00 UTC
+    mock.set_trading_expiration_ms(Some(expires_ms));
+
+    let report = client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+
+    assert_eq!(report.permissions.ip_restricted, Some(false));
+    assert_eq!(
+        report.permissions.trading_expires_at.map(|t| t.timestamp_millis()),
+        Some(expires_ms)
+    );
+    assert_eq!(report.warnings.len(), 1);
+    let warning = &report.warnings[0];
+    for needle in [
+        "no IP restriction",
+        "30 days",
+        "2026-01-01 00:00 UTC",
+        "whitelist",
+        "203.0.113.10, 203.0.113.11",
+    ] {
+        assert!(warning.contains(needle), "{needle:?} missing from {warning:?}");
+    }
+
+    // Without the field, no expiry is invented; the warning stays.
+    mock.set_trading_expiration_ms(None);
+    let report = client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    assert_eq!(report.permissions.trading_expires_at, None);
+    assert!(report.warnings[0].contains("30 days"));
+}
+
+#[tokio::test]
+async fn an_ip_restricted_key_gets_no_warning() {
+    let (mock, client) = production(MockPermissions::default()).await;
+    mock.set_trading_expiration_ms(Some(1_767_225_600_000));
+    let report = client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    assert_eq!(report.warnings, Vec::<String>::new());
+    // Binance sent an expiry, so it is reported even so.
+    assert!(report.permissions.trading_expires_at.is_some());
 }
 
 // ---- The mock itself, against Binance's documented examples ----
@@ -559,4 +968,93 @@ async fn mock_reports_used_weight_and_testnet_has_no_sapi() {
         hmac_hex(SECRET, &query)
     );
     assert_eq!(send(&mock, reqwest::Method::GET, &path, Some(KEY), "").await.0, 404);
+}
+
+#[tokio::test]
+async fn mock_verifies_openssl_made_ed25519_and_rsa_signatures() {
+    let mock = MockBinance::start().await;
+    mock.set_server_time_ms(Some(DOC_TIMESTAMP + 100));
+    let ed_public = Ed25519KeyPair::from_pkcs8(&pem_der(ED25519_FIXTURE))
+        .unwrap()
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let rsa_public = RsaKeyPair::from_pkcs8(&pem_der(RSA_FIXTURE))
+        .unwrap()
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let rsa_key = DOC_KEY.replace('v', "r");
+    mock.add_ed25519_key(DOC_KEY, &ed_public, MockPermissions::default());
+    mock.add_rsa_key(&rsa_key, &rsa_public, MockPermissions::default());
+    let post = reqwest::Method::POST;
+    let encode =
+        |b64: &str| percent_encoding::utf8_percent_encode(b64.trim(), percent_encoding::NON_ALPHANUMERIC).to_string();
+
+    for (key, sig) in [(DOC_KEY, ED25519_FIXTURE_SIG), (rsa_key.as_str(), RSA_FIXTURE_SIG)] {
+        let signed = format!("/api/v3/order/test?{DOC_QUERY}&signature={}", encode(sig));
+        assert_eq!(send(&mock, post.clone(), &signed, Some(key), "").await.0, 200, "{key}");
+
+        // Not percent-encoded: refused, as Binance would misread a raw "+".
+        let raw = format!("/api/v3/order/test?{DOC_QUERY}&signature={}", sig.trim());
+        let (status, body) = send(&mock, post.clone(), &raw, Some(key), "").await;
+        assert_eq!((status, body["code"].as_i64()), (400, Some(-1022)));
+
+        // Another payload, or the other key's signature: refused.
+        let tampered = format!(
+            "/api/v3/order/test?{}&signature={}",
+            DOC_QUERY.replace("price=0.1", "price=0.2"),
+            encode(sig)
+        );
+        let (_, body) = send(&mock, post.clone(), &tampered, Some(key), "").await;
+        assert_eq!(body["code"].as_i64(), Some(-1022));
+        let other = if key == DOC_KEY {
+            RSA_FIXTURE_SIG
+        } else {
+            ED25519_FIXTURE_SIG
+        };
+        let swapped = format!("/api/v3/order/test?{DOC_QUERY}&signature={}", encode(other));
+        let (_, body) = send(&mock, post.clone(), &swapped, Some(key), "").await;
+        assert_eq!(body["code"].as_i64(), Some(-1022));
+        // An HMAC-style hex signature is no Ed25519/RSA signature.
+        let hex = format!(
+            "/api/v3/order/test?{DOC_QUERY}&signature={}",
+            hmac_hex(DOC_SECRET, DOC_QUERY)
+        );
+        let (_, body) = send(&mock, post.clone(), &hex, Some(key), "").await;
+        assert_eq!(body["code"].as_i64(), Some(-1022));
+    }
+}
+
+#[tokio::test]
+async fn mock_clock_runs_ahead_or_behind() {
+    let mock = MockBinance::start().await;
+    mock.add_hmac_key(DOC_KEY, DOC_SECRET, MockPermissions::default());
+    let get = reqwest::Method::GET;
+    let server_time = |body: serde_json::Value| body["serverTime"].as_i64().unwrap();
+
+    mock.set_clock_offset_ms(-10_000);
+    let now = chrono::Utc::now().timestamp_millis();
+    let (_, body) = send(&mock, get.clone(), "/api/v3/time", None, "").await;
+    let behind = server_time(body) - now;
+    assert!((-10_000..-9_000).contains(&behind), "{behind}");
+    // Our clock is now 10 s ahead of the mock's: refused.
+    let query = format!("timestamp={now}");
+    let signed = format!("/api/v3/account?{query}&signature={}", hmac_hex(DOC_SECRET, &query));
+    let (_, body) = send(&mock, get.clone(), &signed, Some(DOC_KEY), "").await;
+    assert_eq!(body["code"].as_i64(), Some(-1021));
+    assert_eq!(
+        body["msg"],
+        "Timestamp for this request was 1000ms ahead of the server's time."
+    );
+
+    mock.set_clock_offset_ms(3_000);
+    let (_, body) = send(&mock, get.clone(), "/api/v3/time", None, "").await;
+    assert!(server_time(body) - chrono::Utc::now().timestamp_millis() > 2_000);
+    // 3 s old on the mock's clock: still inside the default 5 s recvWindow.
+    assert_eq!(send(&mock, get.clone(), &signed, Some(DOC_KEY), "").await.0, 200);
+    mock.set_clock_offset_ms(6_000);
+    let (_, body) = send(&mock, get, &signed, Some(DOC_KEY), "").await;
+    assert_eq!(body["code"].as_i64(), Some(-1021));
+    assert_eq!(body["msg"], "Timestamp for this request is outside of the recvWindow.");
 }

@@ -1,11 +1,13 @@
 //! Turns Binance's failures (HTTP status, `Retry-After`, error body, transport
 //! errors) into [`ExchangeError`]s with a hint for the user, per exchanges.md
-//! §1 and §5. Nothing here sees the request: messages quote at most the
-//! HTTP status and Binance's own code and `msg`.
+//! §1 and §5, and words the warnings for keys that work but need fixing.
+//! Nothing here sees the request: messages quote at most the HTTP status and
+//! Binance's own code and `msg`.
 
 use super::model::ErrorBody;
 use crate::domain::ExchangeErrorCode;
 use crate::exchange::ExchangeError;
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// The longest part of Binance's `msg` quoted back to the user.
@@ -95,6 +97,30 @@ pub fn invalid_key_hint(egress_ips: &[String]) -> String {
         "Binance gives the same answer for three causes: the API key is wrong or was deleted; this service's IP \
          address is not on the key's IP whitelist; or the key lacks the permission for this action (enable \
          Reading). Check the key in Binance API Management and {}",
+        whitelist_advice(egress_ips)
+    )
+}
+
+/// A signed request could not be signed (the crypto library refused a key
+/// that had parsed; not expected).
+pub fn signing_failed() -> ExchangeError {
+    ExchangeError::new(
+        ExchangeErrorCode::InvalidCredentials,
+        "the request could not be signed with this private key",
+    )
+    .with_hint("Paste the private key again, or create a new Ed25519 key in Binance API Management.")
+}
+
+/// The warning for a working key without an IP restriction: Binance turns
+/// its Spot & Margin trading permission off after 30 days (announcement of
+/// 2021-07-08, exchanges.md §1), and withdrawals need a restriction anyway.
+pub fn no_ip_restriction_warning(egress_ips: &[String], trading_expires_at: Option<DateTime<Utc>>) -> String {
+    let when = match trading_expires_at {
+        Some(at) => format!(" (for this key: {})", at.format("%Y-%m-%d %H:%M UTC")),
+        None => String::new(),
+    };
+    format!(
+        "This key has no IP restriction. Binance turns off a key's Spot & Margin trading permission 30 days after          it is enabled unless the key is restricted to trusted IPs{when}. In Binance API Management, choose          \"Restrict access to trusted IPs only\" and {}",
         whitelist_advice(egress_ips)
     )
 }
@@ -384,6 +410,26 @@ mod tests {
         assert_eq!(e.code, ExchangeErrorCode::PermissionDenied);
         assert!(e.message.contains("could not read the key's permissions"));
         assert!(e.hint.unwrap().contains("198.51.100.1"));
+    }
+
+    #[test]
+    fn ip_restriction_warning_names_the_30_days_the_ips_and_the_expiry() {
+        let ips = ["203.0.113.7".to_owned()];
+        let w = no_ip_restriction_warning(&ips, None);
+        for needle in [
+            "no IP restriction",
+            "30 days",
+            "trusted IPs",
+            "whitelist",
+            "203.0.113.7",
+        ] {
+            assert!(w.contains(needle), "{needle:?} missing from {w:?}");
+        }
+        assert!(!w.contains("for this key"));
+        let at = DateTime::from_timestamp_millis(1_628_985_600_000).unwrap();
+        let w = no_ip_restriction_warning(&[], Some(at));
+        assert!(w.contains("(for this key: 2021-08-15 00:00 UTC)"), "{w}");
+        assert!(w.contains("whitelist this service's egress IP addresses."), "{w}");
     }
 
     #[test]

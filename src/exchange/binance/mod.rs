@@ -1,23 +1,30 @@
-//! Binance Spot client: checks an HMAC credential's shape, makes the signed
-//! `GET /api/v3/account` test call, then reads the key's permissions
-//! (`/sapi/v1/account/apiRestrictions` on production; the account's flags on
-//! the testnet, which has no `/sapi`). Facts: exchanges.md §1 and §5.
+//! Binance Spot client: checks the credential's shape (an HMAC secret, or an
+//! Ed25519 or RSA private key in PKCS#8 PEM), makes the signed
+//! `GET /api/v3/account` test call with timestamps corrected to Binance's
+//! clock, then reads the key's permissions (`/sapi/v1/account/apiRestrictions`
+//! on production; the account's flags on the testnet, which has no `/sapi`).
+//! Facts: exchanges.md §1 and §5.
 //!
 //! What leaves this module never holds the key, the secret, the signature or
 //! the request URL: errors are built from status and Binance's code only,
 //! logs and metrics name the path, and a final scrub removes any echo.
 
 mod classify;
+mod clock;
 mod model;
+mod pem;
 mod shape;
 mod signer;
 
 use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
 use crate::exchange::{CredentialShapeError, Credentials, ExchangeClient, ExchangeError, RateUsage, TestReport};
+use chrono::{DateTime, Utc};
 use classify::TransportFailure;
-use model::{Account, ApiRestrictions};
+use clock::ClockOffsets;
+use model::{Account, ApiRestrictions, ServerTime};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
+use signer::Signer;
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -25,13 +32,20 @@ pub use classify::invalid_key_hint;
 
 const ACCOUNT_PATH: &str = "/api/v3/account";
 const RESTRICTIONS_PATH: &str = "/sapi/v1/account/apiRestrictions";
+const TIME_PATH: &str = "/api/v3/time";
 const API_KEY_HEADER: &str = "X-MBX-APIKEY";
 const USED_WEIGHT_HEADER: &str = "X-MBX-USED-WEIGHT-1M";
 /// `REQUEST_WEIGHT` per minute per IP, shared by REST and the WebSocket API.
 const WEIGHT_LIMIT_1M: u32 = 6000;
 /// Binance's default; stated explicitly so the signed payload is predictable.
 const RECV_WINDOW_MS: u32 = 5000;
+/// Binance's answer to a timestamp outside `recvWindow` or ahead of its clock.
+const INVALID_TIMESTAMP: i64 = -1021;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a measured clock offset is trusted before it is measured again.
+const DEFAULT_CLOCK_REFRESH: Duration = Duration::from_secs(10 * 60);
+/// Offsets beyond this are logged: the host's clock needs attention.
+const NOTABLE_OFFSET_MS: i64 = 1000;
 /// An account body with zero balances omitted is a few KiB; anything far
 /// larger is not an answer we want to buffer.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -46,6 +60,7 @@ pub struct BinanceClient {
     testnet: Url,
     timeout: Duration,
     egress_ips: Vec<String>,
+    clock: ClockOffsets,
 }
 
 impl BinanceClient {
@@ -57,6 +72,7 @@ impl BinanceClient {
             testnet,
             timeout: DEFAULT_TIMEOUT,
             egress_ips: Vec::new(),
+            clock: ClockOffsets::new(DEFAULT_CLOCK_REFRESH),
         }
     }
 
@@ -72,6 +88,12 @@ impl BinanceClient {
         self
     }
 
+    /// How often the offset to Binance's clock is measured again (default 10 min).
+    pub fn with_clock_refresh(mut self, every: Duration) -> Self {
+        self.clock = ClockOffsets::new(every);
+        self
+    }
+
     fn base_url(&self, environment: Environment) -> &Url {
         match environment {
             Environment::Production => &self.production,
@@ -79,62 +101,76 @@ impl BinanceClient {
         }
     }
 
-    /// A signed USER_DATA `GET`, parsed as `T`. Records the call's metrics
-    /// with its final outcome (a 2xx that does not parse counts as failed).
+    /// Reads Binance's clock (`GET /api/v3/time`, weight 1) and remembers the
+    /// offset to ours.
+    async fn measure_clock(&self, environment: Environment) -> Result<ClockReading, Failure> {
+        let sent_ms = Utc::now().timestamp_millis();
+        let reply = self.call::<ServerTime>(environment, TIME_PATH, None, None).await?;
+        let received_ms = Utc::now().timestamp_millis();
+        let server_ms = reply.value.server_time;
+        let server_time = DateTime::from_timestamp_millis(server_ms)
+            .filter(|_| server_ms > 0)
+            .ok_or_else(|| Failure::from(classify::unreadable_success(200)))?;
+        let offset_ms = clock::offset_ms(sent_ms, received_ms, server_ms);
+        if offset_ms.abs() > NOTABLE_OFFSET_MS {
+            tracing::warn!(%environment, offset_ms, "this host's clock differs from Binance's");
+        }
+        self.clock.set(environment, offset_ms, Instant::now());
+        Ok(ClockReading { server_time, offset_ms })
+    }
+
+    /// The offset to Binance's clock, measured first if unknown or stale.
+    async fn clock_offset(&self, environment: Environment) -> Result<i64, Failure> {
+        match self.clock.get(environment, Instant::now()) {
+            Some(offset_ms) => Ok(offset_ms),
+            None => Ok(self.measure_clock(environment).await?.offset_ms),
+        }
+    }
+
+    /// A signed USER_DATA `GET`, parsed as `T`. A -1021 (timestamp refused)
+    /// means the clock offset was wrong: it is measured again and the call
+    /// retried once.
     async fn signed_get<T: DeserializeOwned>(
         &self,
         environment: Environment,
         path: &'static str,
         params: &str,
         credentials: &Credentials,
+        signer: &Signer,
     ) -> Result<Reply<T>, Failure> {
-        let started = Instant::now();
-        let mut signature = String::new();
-        let result = self
-            .signed_get_inner(environment, path, params, credentials, &mut signature)
-            .await;
-        let elapsed = started.elapsed();
-
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(f) => f.error.code.as_str(),
-        };
-        metrics::counter!("exchange_calls_total", "exchange" => "binance", "endpoint" => path, "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("exchange_call_duration_seconds", "exchange" => "binance").record(elapsed.as_secs_f64());
-
-        result.map_err(|mut failure| {
-            let sensitive = [
-                credentials.api_key.expose(),
-                credentials.api_secret.expose(),
-                signature.as_str(),
-            ];
-            failure.error = scrub(failure.error, &sensitive);
-            failure
-        })
+        let offset_ms = self.clock_offset(environment).await?;
+        match self
+            .signed_get_once(environment, path, params, credentials, signer, offset_ms)
+            .await
+        {
+            Err(Failure {
+                binance_code: Some(INVALID_TIMESTAMP),
+                ..
+            }) => {
+                self.clock.forget(environment);
+                let offset_ms = self.measure_clock(environment).await?.offset_ms;
+                self.signed_get_once(environment, path, params, credentials, signer, offset_ms)
+                    .await
+            }
+            other => other,
+        }
     }
 
-    async fn signed_get_inner<T: DeserializeOwned>(
+    async fn signed_get_once<T: DeserializeOwned>(
         &self,
         environment: Environment,
         path: &'static str,
         params: &str,
         credentials: &Credentials,
-        signature: &mut String,
+        signer: &Signer,
+        offset_ms: i64,
     ) -> Result<Reply<T>, Failure> {
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let timestamp = Utc::now().timestamp_millis().saturating_add(offset_ms);
         let separator = if params.is_empty() { "" } else { "&" };
-        let query = format!("{params}{separator}recvWindow={RECV_WINDOW_MS}&timestamp={now_ms}");
-        *signature = signer::sign_hmac(&credentials.api_secret, &query, "");
-
-        let mut url = self.base_url(environment).join(path).map_err(|_| {
-            Failure::from(ExchangeError::new(
-                ExchangeErrorCode::NetworkError,
-                "the configured Binance base URL cannot be used to build a request",
-            ))
-        })?;
-        // `signature` goes last: Binance signs everything before it.
-        url.set_query(Some(&format!("{query}&signature={signature}")));
+        let query = format!("{params}{separator}recvWindow={RECV_WINDOW_MS}&timestamp={timestamp}");
+        let signature = signer
+            .sign(&query, "")
+            .map_err(|_| Failure::from(classify::signing_failed()))?;
 
         let mut api_key = HeaderValue::from_str(credentials.api_key.expose()).map_err(|_| {
             Failure::from(ExchangeError::new(
@@ -144,15 +180,65 @@ impl BinanceClient {
         })?;
         api_key.set_sensitive(true);
 
+        // `signature` goes last: Binance signs everything before it.
+        let signed_query = format!("{query}&signature={signature}");
+        self.call(environment, path, Some(&signed_query), Some(api_key))
+            .await
+            .map_err(|mut failure| {
+                let sensitive = [
+                    credentials.api_key.expose(),
+                    credentials.api_secret.expose(),
+                    signature.as_str(),
+                ];
+                failure.error = scrub(failure.error, &sensitive);
+                failure
+            })
+    }
+
+    /// One `GET`, parsed as `T`. Records the call's metrics with its final
+    /// outcome (a 2xx that does not parse counts as failed).
+    async fn call<T: DeserializeOwned>(
+        &self,
+        environment: Environment,
+        path: &'static str,
+        query: Option<&str>,
+        api_key: Option<HeaderValue>,
+    ) -> Result<Reply<T>, Failure> {
         let started = Instant::now();
-        let sent = self
-            .http
-            .get(url)
-            .header(API_KEY_HEADER, api_key)
-            .timeout(self.timeout)
-            .send()
-            .await;
-        let response = sent.map_err(|e| self.transport(path, &e))?;
+        let result = self.call_inner(environment, path, query, api_key).await;
+        let elapsed = started.elapsed();
+
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(f) => f.error.code.as_str(),
+        };
+        metrics::counter!("exchange_calls_total", "exchange" => "binance", "endpoint" => path, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("exchange_call_duration_seconds", "exchange" => "binance").record(elapsed.as_secs_f64());
+        result
+    }
+
+    async fn call_inner<T: DeserializeOwned>(
+        &self,
+        environment: Environment,
+        path: &'static str,
+        query: Option<&str>,
+        api_key: Option<HeaderValue>,
+    ) -> Result<Reply<T>, Failure> {
+        let mut url = self.base_url(environment).join(path).map_err(|_| {
+            Failure::from(ExchangeError::new(
+                ExchangeErrorCode::NetworkError,
+                "the configured Binance base URL cannot be used to build a request",
+            ))
+        })?;
+        url.set_query(query);
+
+        let mut request = self.http.get(url).timeout(self.timeout);
+        if let Some(api_key) = api_key {
+            request = request.header(API_KEY_HEADER, api_key);
+        }
+        let started = Instant::now();
+        let response = request.send().await.map_err(|e| self.transport(path, &e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = read_body(response).await.map_err(|e| match e {
@@ -169,6 +255,7 @@ impl BinanceClient {
 
         if !(200..300).contains(&status) {
             let retry_after = classify::parse_retry_after(headers.get("retry-after").and_then(|v| v.to_str().ok()));
+            let now_ms = Utc::now().timestamp_millis();
             let classified = classify::http_failure(status, retry_after, &body, &self.egress_ips, now_ms);
             return Err(Failure {
                 error: classified.error,
@@ -198,16 +285,21 @@ impl BinanceClient {
         &self,
         environment: Environment,
         credentials: &Credentials,
+        signer: &Signer,
         account: &Account,
     ) -> Result<Permissions, ExchangeError> {
         match environment {
             Environment::Production => {
                 match self
-                    .signed_get::<ApiRestrictions>(environment, RESTRICTIONS_PATH, "", credentials)
+                    .signed_get::<ApiRestrictions>(environment, RESTRICTIONS_PATH, "", credentials, signer)
                     .await
                 {
                     Ok(reply) => Ok(Permissions {
-                        trading_expires_at: None,
+                        trading_expires_at: reply
+                            .value
+                            .trading_authority_expiration_time
+                            .filter(|ms| *ms > 0)
+                            .and_then(DateTime::from_timestamp_millis),
                         can_read: reply.value.enable_reading,
                         can_trade: reply.value.enable_spot_and_margin_trading,
                         can_withdraw: reply.value.enable_withdrawals,
@@ -234,6 +326,18 @@ impl BinanceClient {
             }),
         }
     }
+
+    /// What the user should fix although the key works.
+    fn warnings(&self, permissions: &Permissions) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if permissions.ip_restricted == Some(false) {
+            warnings.push(classify::no_ip_restriction_warning(
+                &self.egress_ips,
+                permissions.trading_expires_at,
+            ));
+        }
+        warnings
+    }
 }
 
 #[async_trait::async_trait]
@@ -242,36 +346,53 @@ impl ExchangeClient for BinanceClient {
         Exchange::Binance
     }
 
-    /// Both environments take the same HMAC key shape.
+    /// Both environments take the same key shapes: HMAC, Ed25519 or RSA.
     fn check_credentials(
         &self,
         _environment: Environment,
         credentials: &Credentials,
     ) -> Result<(), CredentialShapeError> {
-        shape::check(credentials)
+        shape::check(credentials).map(|_| ())
     }
 
     async fn test(&self, environment: Environment, credentials: &Credentials) -> Result<TestReport, ExchangeError> {
         // A malformed credential would fail at Binance anyway; not sending it
         // spares the shared per-IP request weight.
-        self.check_credentials(environment, credentials).map_err(|e| {
+        let signer = shape::check(credentials).map_err(|e| {
             ExchangeError::new(ExchangeErrorCode::InvalidCredentials, e.to_string())
                 .with_hint(format!("Correct the {} field and try again.", e.field))
         })?;
 
         let account = self
-            .signed_get::<Account>(environment, ACCOUNT_PATH, "omitZeroBalances=true", credentials)
+            .signed_get::<Account>(environment, ACCOUNT_PATH, "omitZeroBalances=true", credentials, &signer)
             .await
             .map_err(|f| f.error)?;
         let usage = used_weight(&account.headers);
-        let permissions = self.permissions(environment, credentials, &account.value).await?;
+        let permissions = self
+            .permissions(environment, credentials, &signer, &account.value)
+            .await?;
         Ok(TestReport {
-            warnings: Vec::new(),
+            warnings: self.warnings(&permissions),
             latency: account.elapsed,
             permissions,
             usage,
         })
     }
+
+    /// Binance's clock (`GET /api/v3/time`); also refreshes the clock offset.
+    async fn server_time(&self, environment: Environment) -> Result<Option<DateTime<Utc>>, ExchangeError> {
+        self.measure_clock(environment)
+            .await
+            .map(|reading| Some(reading.server_time))
+            .map_err(|f| f.error)
+    }
+}
+
+/// One read of Binance's clock.
+struct ClockReading {
+    server_time: DateTime<Utc>,
+    /// Binance's clock minus ours, in ms.
+    offset_ms: i64,
 }
 
 /// A parsed 2xx answer.

@@ -22,6 +22,28 @@ pub struct ApiRestrictions {
     pub enable_reading: bool,
     pub enable_spot_and_margin_trading: bool,
     pub enable_withdrawals: bool,
+    /// When trading rights lapse (Unix ms); sent only for keys whose trading
+    /// permission expires, i.e. without an IP restriction. Documented only
+    /// in older docs, so read leniently: anything but a number is ignored.
+    #[serde(default, deserialize_with = "lenient_ms")]
+    pub trading_authority_expiration_time: Option<i64>,
+}
+
+/// `GET /api/v3/time`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTime {
+    /// Unix ms on Binance's clock.
+    pub server_time: i64,
+}
+
+/// A Unix-ms number (or numeric string); anything else is `None`.
+fn lenient_ms<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
 }
 
 /// Binance's error body, e.g. `{"code":-2015,"msg":"Invalid API-key, IP, or permissions for action."}`.
@@ -62,6 +84,37 @@ mod tests {
             "enableSpotAndMarginTrading":false,"enablePortfolioMarginTrading":false}"#;
         let r: ApiRestrictions = serde_json::from_str(body).unwrap();
         assert!(!r.ip_restrict && r.enable_reading && !r.enable_withdrawals && !r.enable_spot_and_margin_trading);
+        assert_eq!(r.trading_authority_expiration_time, None);
+    }
+
+    #[test]
+    fn reads_the_optional_trading_expiry() {
+        let body = r#"{"ipRestrict":false,"enableReading":true,"enableWithdrawals":false,
+            "enableSpotAndMarginTrading":true,"tradingAuthorityExpirationTime":1628985600000}"#;
+        let r: ApiRestrictions = serde_json::from_str(body).unwrap();
+        assert_eq!(r.trading_authority_expiration_time, Some(1628985600000));
+        let null = body.replace("1628985600000", "null");
+        assert_eq!(
+            serde_json::from_str::<ApiRestrictions>(&null)
+                .unwrap()
+                .trading_authority_expiration_time,
+            None
+        );
+        let quoted = body.replace("1628985600000", "\"1628985600000\"");
+        let r: ApiRestrictions = serde_json::from_str(&quoted).unwrap();
+        assert_eq!(r.trading_authority_expiration_time, Some(1628985600000));
+        // An unknown form of an informational field does not fail the test.
+        for odd in ["\"soon\"", "true", "{}", "1.5"] {
+            let r: ApiRestrictions = serde_json::from_str(&body.replace("1628985600000", odd)).unwrap();
+            assert_eq!(r.trading_authority_expiration_time, None, "{odd}");
+        }
+    }
+
+    #[test]
+    fn reads_the_server_time() {
+        let t: ServerTime = serde_json::from_str(r#"{"serverTime":1499827319559}"#).unwrap();
+        assert_eq!(t.server_time, 1499827319559);
+        assert!(serde_json::from_str::<ServerTime>(r#"{"time":1}"#).is_err());
     }
 
     #[test]

@@ -1,17 +1,25 @@
 //! Mock Binance Spot REST API on a local port. It checks requests as Binance
 //! documents (rest-api.md, errors.md): the `X-MBX-APIKEY` header, `timestamp`
-//! within `recvWindow` of its clock, and the hex HMAC-SHA256 `signature` over
-//! the query string before `&signature=` concatenated with the body. It
-//! answers with Binance's real error bodies and weight headers, and can be
-//! told to fail the way Binance fails (5xx, 429, 418, WAF 403, -2015, junk,
-//! hangs). `start_testnet()` has no `/sapi` routes, like the real testnet.
+//! within `recvWindow` of its clock, and the `signature` over the query
+//! string before `&signature=` concatenated with the body: hex HMAC-SHA256
+//! for HMAC keys; base64, percent-encoded, Ed25519 or RSASSA-PKCS1-v1_5
+//! SHA-256 for asymmetric keys (verified with the registered public key; a
+//! raw `+`, `/` or `=` is refused, so clients must percent-encode). Its
+//! clock can run ahead or behind. It answers with Binance's real error
+//! bodies and weight headers, and can be told to fail the way Binance fails
+//! (5xx, 429, 418, WAF 403, -2015, -1021, junk, hangs). `start_testnet()`
+//! has no `/sapi` routes, like the real testnet.
 
+use aws_lc_rs::signature::{ED25519, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey, VerificationAlgorithm};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
+use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use std::collections::HashMap;
@@ -61,6 +69,9 @@ pub enum MockFailure {
     /// Only `/sapi/v1/account/apiRestrictions` fails, with 401 `-2015`;
     /// `/api` keeps working (a key that cannot show its restrictions).
     RestrictionsDenied,
+    /// 400 `-1021` for every signed request from a known key, whatever its
+    /// timestamp (a clock that cannot be agreed with).
+    RejectTimestamps,
 }
 
 /// One request the mock received, for assertions.
@@ -91,14 +102,46 @@ struct MockState {
     requests: Vec<MockRequest>,
     /// `Some` freezes the mock's clock (Unix ms); `None` follows the real one.
     frozen_now_ms: Option<i64>,
+    /// How far the (unfrozen) clock runs ahead of the real one, in ms.
+    clock_offset_ms: i64,
+    /// `tradingAuthorityExpirationTime` in `apiRestrictions`, when set.
+    trading_expiration_ms: Option<i64>,
     /// Request weight used in the current minute, per limit family.
     api_weight: WeightWindow,
     sapi_weight: WeightWindow,
 }
 
 struct MockKey {
-    secret: String,
+    verifier: Verifier,
     permissions: MockPermissions,
+}
+
+/// What checks a key's signatures.
+enum Verifier {
+    /// The shared secret.
+    Hmac(String),
+    /// The raw 32-byte public key.
+    Ed25519(Vec<u8>),
+    /// The public key as DER (PKCS#1 `RSAPublicKey` or X.509 SPKI).
+    Rsa(Vec<u8>),
+}
+
+impl Verifier {
+    fn verify(&self, payload: &str, signature: &str) -> bool {
+        let asymmetric = |algorithm: &'static dyn VerificationAlgorithm, public: &[u8]| {
+            decode_base64_param(signature).is_some_and(|signature| {
+                UnparsedPublicKey::new(algorithm, public)
+                    .verify(payload.as_bytes(), &signature)
+                    .is_ok()
+            })
+        };
+        match self {
+            // Binance accepts the hex signature in any letter case.
+            Self::Hmac(secret) => signature.eq_ignore_ascii_case(&hmac_hex(secret, payload)),
+            Self::Ed25519(public) => asymmetric(&ED25519, public),
+            Self::Rsa(public) => asymmetric(&RSA_PKCS1_2048_8192_SHA256, public),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -138,6 +181,8 @@ impl MockBinance {
             failure: None,
             requests: Vec::new(),
             frozen_now_ms: None,
+            clock_offset_ms: 0,
+            trading_expiration_ms: None,
             api_weight: WeightWindow::default(),
             sapi_weight: WeightWindow::default(),
         }));
@@ -154,13 +199,23 @@ impl MockBinance {
     }
 
     pub fn add_hmac_key(&self, api_key: &str, secret: &str, perms: MockPermissions) {
-        self.lock().keys.insert(
-            api_key.to_owned(),
-            MockKey {
-                secret: secret.to_owned(),
-                permissions: perms,
-            },
-        );
+        self.add_key(api_key, Verifier::Hmac(secret.to_owned()), perms);
+    }
+
+    /// An Ed25519 key: `public_key` is the raw 32-byte public key.
+    pub fn add_ed25519_key(&self, api_key: &str, public_key: &[u8], perms: MockPermissions) {
+        self.add_key(api_key, Verifier::Ed25519(public_key.to_vec()), perms);
+    }
+
+    /// An RSA key: `public_key_der` is PKCS#1 `RSAPublicKey` or X.509 SPKI DER.
+    pub fn add_rsa_key(&self, api_key: &str, public_key_der: &[u8], perms: MockPermissions) {
+        self.add_key(api_key, Verifier::Rsa(public_key_der.to_vec()), perms);
+    }
+
+    fn add_key(&self, api_key: &str, verifier: Verifier, permissions: MockPermissions) {
+        self.lock()
+            .keys
+            .insert(api_key.to_owned(), MockKey { verifier, permissions });
     }
 
     /// The key was deleted at the exchange: further requests get -2015.
@@ -177,6 +232,18 @@ impl MockBinance {
     /// provoke -1021 clock-skew answers.
     pub fn set_server_time_ms(&self, now_ms: Option<i64>) {
         self.lock().frozen_now_ms = now_ms;
+    }
+
+    /// Makes the mock's clock run `offset_ms` ahead of the real one
+    /// (negative: behind), as a Binance whose clock differs from ours.
+    pub fn set_clock_offset_ms(&self, offset_ms: i64) {
+        self.lock().clock_offset_ms = offset_ms;
+    }
+
+    /// Adds `tradingAuthorityExpirationTime` (Unix ms) to `apiRestrictions`
+    /// answers, as Binance does for keys whose trading right lapses.
+    pub fn set_trading_expiration_ms(&self, at_ms: Option<i64>) {
+        self.lock().trading_expiration_ms = at_ms;
     }
 
     pub fn request_count(&self) -> usize {
@@ -202,6 +269,16 @@ pub fn hmac_hex(secret: &str, payload: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(payload.as_bytes());
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// An asymmetric signature parameter: base64, then percent-encoded. Raw
+/// base64 punctuation is refused: Binance would read a raw `+` as a space.
+pub fn decode_base64_param(value: &str) -> Option<Vec<u8>> {
+    if value.bytes().any(|b| matches!(b, b'+' | b'/' | b'=')) {
+        return None;
+    }
+    let base64 = percent_decode_str(value).decode_utf8().ok()?;
+    STANDARD.decode(base64.as_bytes()).ok()
 }
 
 /// Splits a signed request into (signed payload, signature): the signature is
@@ -322,7 +399,7 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
 impl MockState {
     fn now_ms(&self) -> i64 {
         self.frozen_now_ms
-            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis())
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis() + self.clock_offset_ms)
     }
 
     fn answer(&mut self, method: &Method, path: &str, query: &str, api_key: Option<&str>, body: &str) -> Answer {
@@ -377,7 +454,7 @@ impl MockState {
             Route::ApiRestrictions if self.failure == Some(MockFailure::RestrictionsDenied) => {
                 Answer::error(StatusCode::UNAUTHORIZED, -2015, INVALID_KEY_MSG)
             }
-            Route::ApiRestrictions => Answer::json(StatusCode::OK, restrictions_body(p)),
+            Route::ApiRestrictions => Answer::json(StatusCode::OK, restrictions_body(p, self.trading_expiration_ms)),
             Route::Time => unreachable!("answered above"),
         }
     }
@@ -419,6 +496,13 @@ impl MockState {
         let Some(timestamp) = params.get("timestamp").and_then(|t| t.parse::<i64>().ok()) else {
             return Err(mandatory("timestamp"));
         };
+        if self.failure == Some(MockFailure::RejectTimestamps) {
+            return Err(Answer::error(
+                StatusCode::BAD_REQUEST,
+                -1021,
+                "Timestamp for this request is outside of the recvWindow.",
+            ));
+        }
         // Binance accepts milliseconds or microseconds.
         let timestamp_ms = if timestamp >= 10_i64.pow(15) {
             timestamp / 1000
@@ -443,7 +527,7 @@ impl MockState {
         let Some((payload, signature)) = signed_payload(query, body) else {
             return Err(mandatory("signature"));
         };
-        if !signature.eq_ignore_ascii_case(&hmac_hex(&key.secret, &payload)) {
+        if !key.verifier.verify(&payload, &signature) {
             return Err(Answer::error(
                 StatusCode::BAD_REQUEST,
                 -1022,
@@ -501,7 +585,10 @@ fn infrastructure_failure(failure: MockFailure, now: i64) -> Option<Answer> {
             content_type: "text/html",
             headers: vec![],
         },
-        MockFailure::IpNotAllowed | MockFailure::RestrictionsDenied | MockFailure::Hang => return None,
+        MockFailure::IpNotAllowed
+        | MockFailure::RestrictionsDenied
+        | MockFailure::RejectTimestamps
+        | MockFailure::Hang => return None,
     };
     Some(answer)
 }
@@ -556,8 +643,8 @@ fn account_body(p: MockPermissions, omit_zero: bool, now: i64) -> Value {
 }
 
 /// `GET /sapi/v1/account/apiRestrictions` with every documented field.
-fn restrictions_body(p: MockPermissions) -> Value {
-    json!({
+fn restrictions_body(p: MockPermissions, trading_expiration_ms: Option<i64>) -> Value {
+    let mut body = json!({
         "ipRestrict": p.ip_restrict,
         "createTime": 1698645219000_i64,
         "enableReading": p.reading,
@@ -571,5 +658,9 @@ fn restrictions_body(p: MockPermissions) -> Value {
         "enableFixReadOnly": false,
         "enableSpotAndMarginTrading": p.spot_trading,
         "enablePortfolioMarginTrading": false
-    })
+    });
+    if let Some(at) = trading_expiration_ms {
+        body["tradingAuthorityExpirationTime"] = json!(at);
+    }
+    body
 }
