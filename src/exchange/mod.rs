@@ -5,6 +5,7 @@
 
 pub mod binance;
 mod error;
+pub mod kraken;
 mod registry;
 
 use crate::crypto::SecretString;

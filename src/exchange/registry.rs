@@ -2,6 +2,7 @@
 
 use super::ExchangeClient;
 use super::binance::BinanceClient;
+use super::kraken::KrakenClient;
 use crate::domain::{Environment, Exchange};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +49,10 @@ pub struct ExchangeRegistry {
 impl ExchangeRegistry {
     pub fn new(endpoints: &ExchangeEndpoints, http: reqwest::Client, egress_ips: &[String]) -> Self {
         let mut clients: HashMap<Exchange, Arc<dyn ExchangeClient>> = HashMap::new();
+        clients.insert(
+            Exchange::Kraken,
+            Arc::new(KrakenClient::new(http.clone(), endpoints.kraken.clone()).with_egress_ips(egress_ips.to_vec())),
+        );
         clients.insert(
             Exchange::Binance,
             Arc::new(

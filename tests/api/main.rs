@@ -7,5 +7,6 @@ mod connections;
 mod embedded;
 mod helpers;
 mod http;
+mod kraken_client;
 mod mock;
 mod resilience;
