@@ -7,6 +7,7 @@ pub mod binance;
 pub mod coinbase;
 mod error;
 pub mod kite;
+pub mod kraken;
 mod registry;
 
 use crate::crypto::SecretString;
@@ -61,6 +62,10 @@ pub trait ExchangeClient: Send + Sync {
 
     /// Makes the signed test call and reads the key's permissions.
     async fn test(&self, environment: Environment, credentials: &Credentials) -> Result<TestReport, ExchangeError>;
+
+    /// The user acted on a key (a manual test, a rotation): forget any
+    /// remembered refusal that stops calls with it (Kraken's lockout guard).
+    fn forget_failure(&self, _api_key: &SecretString) {}
 
     /// True when keys work only after an interactive login (Zerodha Kite):
     /// such connections are saved untested and wait in `NEEDS_REAUTH`.

@@ -2,8 +2,9 @@
 
 use super::ExchangeClient;
 use super::binance::BinanceClient;
-use super::kite::KiteClient;
 use super::coinbase::CoinbaseClient;
+use super::kite::KiteClient;
+use super::kraken::KrakenClient;
 use crate::domain::{Environment, Exchange};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,6 +63,10 @@ impl ExchangeRegistry {
             Arc::new(
                 CoinbaseClient::new(http.clone(), endpoints.coinbase.clone()).with_egress_ips(egress_ips.to_vec()),
             ),
+        );
+        clients.insert(
+            Exchange::Kraken,
+            Arc::new(KrakenClient::new(http.clone(), endpoints.kraken.clone()).with_egress_ips(egress_ips.to_vec())),
         );
         clients.insert(
             Exchange::Binance,

@@ -2,8 +2,8 @@
 
 use super::context::caller;
 use crate::service::diagnosis::DiagnosisView;
-use crate::service::kite::KiteLoginView;
 use crate::service::input::{CreateConnectionInput, CredentialsInput};
+use crate::service::kite::KiteLoginView;
 use crate::service::views::{ConnectionView, TestResultView};
 use async_graphql::{Context, ErrorExtensions, ID, Object, Result};
 
@@ -47,13 +47,24 @@ impl MutationRoot {
     /// Starts the daily Zerodha Kite login: returns the URL to send the user to and a single-use state.
     async fn begin_kite_login(&self, ctx: &Context<'_>, connection_id: ID) -> Result<KiteLoginView> {
         let (services, rc) = caller(ctx).await.map_err(|e| e.extend())?;
-        services.begin_kite_login(&rc, &connection_id).await.map_err(|e| e.extend())
+        services
+            .begin_kite_login(&rc, &connection_id)
+            .await
+            .map_err(|e| e.extend())
     }
 
     /// Finishes the Kite login with the `request_token` Kite redirected back with.
-    async fn complete_kite_login(&self, ctx: &Context<'_>, state: String, request_token: String) -> Result<ConnectionView> {
+    async fn complete_kite_login(
+        &self,
+        ctx: &Context<'_>,
+        state: String,
+        request_token: String,
+    ) -> Result<ConnectionView> {
         let (services, rc) = caller(ctx).await.map_err(|e| e.extend())?;
-        services.complete_kite_login(&rc, &state, &request_token).await.map_err(|e| e.extend())
+        services
+            .complete_kite_login(&rc, &state, &request_token)
+            .await
+            .map_err(|e| e.extend())
     }
 
     /// Revokes a connection: its stored secrets are erased, its history kept.

@@ -50,6 +50,7 @@ impl Services {
         let (exchange, environment, credentials) = input.into_credentials("input.")?;
         let client = self.client_for(exchange, environment, &credentials, "input.")?;
         self.limiter.check(ctx.principal.user_id)?;
+        client.forget_failure(&credentials.api_key);
         Ok(match client.test(environment, &credentials).await {
             Ok(report) => {
                 let mut warnings = self.policy.warnings(&report);
@@ -169,6 +170,8 @@ impl Services {
             .exchanges
             .get(exchange)
             .map_err(|e| AppError::bad_input("id", e.to_string()))?;
+        // A manual test is the user acting: a remembered refusal may be retried.
+        client.forget_failure(&credentials.api_key);
         let outcome = client.test(environment, &credentials).await;
         drop(credentials);
         let result = match &outcome {

@@ -16,9 +16,7 @@ use chrono::{DateTime, Utc};
 use entity::{exchange_keys as keys, kite_login_states as states};
 use rand::RngCore;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set, TransactionTrait};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -41,11 +39,20 @@ fn state_hash(state: &str) -> String {
 
 impl Services {
     pub async fn begin_kite_login(&self, ctx: &RequestContext, connection_id: &str) -> AppResult<KiteLoginView> {
-        let (row, exchange, _) = self.live_row(ctx, connection_id).await.map_err(|e| rename_field(e, "connectionId"))?;
+        let (row, exchange, _) = self
+            .live_row(ctx, connection_id)
+            .await
+            .map_err(|e| rename_field(e, "connectionId"))?;
         if exchange != Exchange::Zerodha {
-            return Err(AppError::bad_input("connectionId", "only Zerodha connections log in with Kite"));
+            return Err(AppError::bad_input(
+                "connectionId",
+                "only Zerodha connections log in with Kite",
+            ));
         }
-        let kite = self.exchanges.kite().ok_or_else(|| AppError::bad_input("connectionId", "Kite is not available"))?;
+        let kite = self
+            .exchanges
+            .kite()
+            .ok_or_else(|| AppError::bad_input("connectionId", "Kite is not available"))?;
         let credentials = self.open_credentials(&row)?;
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
@@ -66,10 +73,24 @@ impl Services {
         .exec_without_returning(&txn)
         .await?;
         // Old states are useless: forget them as new ones are made.
-        states::Entity::delete_many().filter(states::Column::ExpiresAt.lt(now)).exec(&txn).await?;
-        audit::record(&txn, ctx, Some(row.id), action::KITE_LOGIN_STARTED, json!({ "expiresAt": expires_at })).await?;
+        states::Entity::delete_many()
+            .filter(states::Column::ExpiresAt.lt(now))
+            .exec(&txn)
+            .await?;
+        audit::record(
+            &txn,
+            ctx,
+            Some(row.id),
+            action::KITE_LOGIN_STARTED,
+            json!({ "expiresAt": expires_at }),
+        )
+        .await?;
         txn.commit().await?;
-        Ok(KiteLoginView { login_url, state, expires_at })
+        Ok(KiteLoginView {
+            login_url,
+            state,
+            expires_at,
+        })
     }
 
     pub async fn complete_kite_login(
@@ -78,7 +99,10 @@ impl Services {
         state: &str,
         request_token: &str,
     ) -> AppResult<ConnectionView> {
-        let kite = self.exchanges.kite().ok_or_else(|| AppError::bad_input("state", "Kite is not available"))?;
+        let kite = self
+            .exchanges
+            .kite()
+            .ok_or_else(|| AppError::bad_input("state", "Kite is not available"))?;
         crate::exchange::kite::check_request_token(request_token)
             .map_err(|e| AppError::bad_input("requestToken", e.message))?;
         let unknown = || AppError::bad_input("state", "unknown, used or expired login; start the Kite login again");
@@ -98,7 +122,10 @@ impl Services {
         if claimed.rows_affected != 1 {
             return Err(unknown());
         }
-        let claim = states::Entity::find_by_id(state_hash(state)).one(&self.db).await?.ok_or_else(unknown)?;
+        let claim = states::Entity::find_by_id(state_hash(state))
+            .one(&self.db)
+            .await?
+            .ok_or_else(unknown)?;
         let row = owned_row_by_id(&self.db, ctx, claim.connection_id).await?;
         if row.revoked_at.is_some() {
             return Err(AppError::bad_input("state", "this connection was revoked"));
@@ -108,9 +135,15 @@ impl Services {
         let session = kite
             .create_session(&credentials.api_key, &credentials.api_secret, request_token)
             .await
-            .map_err(|error| AppError::Exchange { context: "Kite refused the login", error })?;
+            .map_err(|error| AppError::Exchange {
+                context: "Kite refused the login",
+                error,
+            })?;
         drop(credentials);
-        let owner = SecretOwner { user_id: row.user_id, connection_id: row.id };
+        let owner = SecretOwner {
+            user_id: row.user_id,
+            connection_id: row.id,
+        };
         let sealed = self
             .keyring
             .seal(&owner, SecretField::AccessToken, &session.access_token)
@@ -200,7 +233,10 @@ impl Services {
 
 fn rename_field(error: AppError, field: &str) -> AppError {
     match error {
-        AppError::BadInput { message, .. } => AppError::BadInput { field: field.into(), message },
+        AppError::BadInput { message, .. } => AppError::BadInput {
+            field: field.into(),
+            message,
+        },
         other => other,
     }
 }

@@ -5,8 +5,8 @@
 pub mod audit;
 pub mod connections;
 pub mod diagnosis;
-pub mod kite;
 pub mod input;
+pub mod kite;
 pub mod limits;
 pub mod policy;
 pub mod status;

@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 
 pub mod binance;
-pub mod kite;
 pub mod coinbase;
+pub mod kite;
+pub mod kraken;
