@@ -90,9 +90,6 @@ impl KrakenClient {
         self
     }
 
-    /// Lets a key Kraken rejected be used again (the user says it is fixed),
-    /// and drops any wait Kraken imposed on it.
-
     /// A signed private call, parsed as `T`. Holds the key's nonce lease until
     /// the answer is read and any failure remembered, so calls queued behind
     /// a rejected one are refused instead of repeating it.
@@ -274,7 +271,8 @@ impl KrakenClient {
 
 #[async_trait::async_trait]
 impl ExchangeClient for KrakenClient {
-    /// The user acted: calls with this key may be tried again.
+    /// Lets a key Kraken rejected be used again (the user says it is fixed),
+    /// and drops any wait Kraken imposed on it.
     fn forget_failure(&self, api_key: &SecretString) {
         self.failures.forget(&KeyId::of(api_key.expose()));
     }
