@@ -68,6 +68,9 @@ pub struct Settings {
     /// Burst allowance for USER_EXCHANGE_TESTS_PER_MINUTE.
     #[arg(long, env = "USER_EXCHANGE_TESTS_BURST", default_value_t = 10)]
     pub exchange_tests_burst: u32,
+    /// How often expired exchange sessions (Zerodha Kite) are moved to NEEDS_REAUTH.
+    #[arg(long, env = "SESSION_SWEEP_INTERVAL", default_value = "60s")]
+    pub session_sweep_interval: String,
     /// Log format: `auto` (JSON unless stderr is a terminal), `json` or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "auto")]
     pub log_format: String,
@@ -138,6 +141,7 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub egress_ips: Vec<String>,
     pub health_check_interval: Duration,
+    pub session_sweep_interval: Duration,
     pub max_body_bytes: usize,
     pub allow_withdrawal_keys: bool,
     pub exchange_tests_per_minute: u32,
@@ -261,6 +265,9 @@ impl Settings {
             cors_origins,
             egress_ips,
             health_check_interval,
+            session_sweep_interval: parse_duration(&self.session_sweep_interval)
+                .filter(|d| *d >= Duration::from_millis(100))
+                .ok_or_else(|| ConfigError::new("SESSION_SWEEP_INTERVAL", "expected a duration of at least 100ms"))?,
             max_body_bytes: self.max_body_bytes,
             allow_withdrawal_keys: self.allow_withdrawal_keys,
             exchange_tests_per_minute: self.exchange_tests_per_minute,

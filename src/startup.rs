@@ -26,6 +26,8 @@ use uuid::Uuid;
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    services: Services,
+    session_sweep_interval: Duration,
     pub local_addr: SocketAddr,
     pub db: DatabaseConnection,
 }
@@ -131,7 +133,7 @@ impl Application {
                 config.exchange_tests_burst,
             )),
         };
-        let schema = crate::graphql::build_schema(services, config.egress_ips.clone());
+        let schema = crate::graphql::build_schema(services.clone(), config.egress_ips.clone());
         let state = HttpState {
             schema,
             verifier: Arc::new(verifier),
@@ -153,6 +155,8 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            services,
+            session_sweep_interval: config.session_sweep_interval,
             local_addr,
             db,
         })
@@ -168,13 +172,30 @@ impl Application {
                 handle.run_upkeep();
             }
         });
+        let sweeper = tokio::spawn(sweep_sessions(self.services.clone(), self.session_sweep_interval));
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
         upkeep.abort();
+        sweeper.abort();
         self.db.close().await.ok();
         result.context("HTTP server")
+    }
+}
+
+/// Moves connections whose exchange session expired to `NEEDS_REAUTH`.
+/// Errors are logged and the loop goes on: a failed sweep is retried next tick.
+async fn sweep_sessions(services: Services, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match services.expire_kite_sessions().await {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(moved, "expired exchange sessions moved to NEEDS_REAUTH"),
+            Err(error) => tracing::warn!(%error, "session expiry sweep failed"),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! a fresh PostgreSQL database, with a mock Binance behind it.
 
 use crate::mock::binance::MockBinance;
+use crate::mock::kite::MockKite;
 use exchange_connections::config::Settings;
 use exchange_connections::startup::{self, Application};
 use reqwest::StatusCode;
@@ -29,6 +30,7 @@ pub struct TestApp {
     pub base_url: String,
     pub client: reqwest::Client,
     pub binance: MockBinance,
+    pub kite: MockKite,
     /// The app's database, for checks behind its back.
     pub db: DatabaseConnection,
     _dir: TempDir,
@@ -111,8 +113,12 @@ impl TestApp {
         exchange_connections::install_crypto_providers();
         let dir = TempDir::new();
         let binance = MockBinance::start().await;
+        let kite = MockKite::start().await;
         let url = fresh_database(backend, &dir.0).await;
         let mut settings = test_settings(url.clone(), &binance, &dir.0);
+        settings.kite_base_url = kite.base_url.as_str().trim_end_matches('/').into();
+        settings.kite_login_url = kite.login_url.to_string();
+        settings.session_sweep_interval = "200ms".into();
         adjust(&mut settings);
         let config = settings.validate().expect("valid test settings");
         let app = Application::build(config).await.expect("build app");
@@ -126,6 +132,7 @@ impl TestApp {
                 .build()
                 .expect("client"),
             binance,
+            kite,
             db,
             _dir: dir,
         }

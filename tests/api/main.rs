@@ -9,6 +9,7 @@ mod embedded;
 mod helpers;
 mod http;
 mod kite_client;
+mod kite_login;
 mod kraken_client;
 mod mock;
 mod policy;
