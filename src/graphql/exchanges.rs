@@ -57,7 +57,7 @@ pub fn exchange_infos(supported: &[Exchange]) -> Vec<ExchangeInfo> {
                     label: "Secret Key",
                     required: true,
                     secret: true,
-                    help: "the HMAC secret shown once when the key was created",
+                    help: "the Ed25519 or RSA private key (PKCS#8 PEM) you registered the key with, or the HMAC secret shown once when the key was created",
                 },
             ],
             ip_whitelist: "Edit the key under API Management, choose \"Restrict access to trusted IPs only\" and add every egress IP. Without it, spot trading permission lapses after 30 days.",
