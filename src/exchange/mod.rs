@@ -4,6 +4,7 @@
 //! permissions, report rate-limit usage. No database and no GraphQL in here.
 
 pub mod binance;
+pub mod budget;
 pub mod coinbase;
 mod error;
 pub mod kite;

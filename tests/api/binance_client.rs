@@ -307,6 +307,26 @@ async fn rate_limited_carries_retry_after() {
 }
 
 #[tokio::test]
+async fn a_ban_holds_back_every_following_call_until_it_lapses() {
+    let (mock, client) = production(MockPermissions::default()).await;
+    mock.set_failure(Some(MockFailure::IpBanned { retry_after_secs: 120 }));
+    let first = test_err(&client, Environment::Production, &creds(KEY, SECRET)).await;
+    assert_eq!(first.code, ExchangeErrorCode::RateLimited);
+    mock.set_failure(None);
+    let sent = mock.request_count();
+    let held = test_err(&client, Environment::Production, &creds(KEY, SECRET)).await;
+    assert_eq!(held.code, ExchangeErrorCode::RateLimited);
+    assert!(held.retryable());
+    assert!(
+        held.retry_after
+            .is_some_and(|d| d > Duration::from_secs(100) && d <= Duration::from_secs(120))
+    );
+    assert_eq!(mock.request_count(), sent, "nothing reaches a banning exchange");
+    // The testnet is another host with its own budget.
+    assert!(client.server_time(Environment::Testnet).await.is_ok());
+}
+
+#[tokio::test]
 async fn ip_ban_is_rate_limited_with_retry_after() {
     let err = failing_with(MockFailure::IpBanned { retry_after_secs: 120 }).await;
     assert_eq!(err.code, ExchangeErrorCode::RateLimited);
@@ -433,6 +453,8 @@ async fn the_canary_secret_never_appears_in_any_error() {
         MockFailure::RestrictionsDenied,
     ] {
         mock.set_failure(Some(failure));
+        // A fresh client each time: a ban would otherwise hold back the next calls.
+        let client = client_for(&mock).with_timeout(Duration::from_millis(300));
         errors.push(test_err(&client, Environment::Production, &good).await);
     }
     mock.set_failure(Some(MockFailure::RejectTimestamps));

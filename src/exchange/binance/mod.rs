@@ -17,6 +17,7 @@ mod shape;
 mod signer;
 
 use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
+use crate::exchange::budget::WeightBudget;
 use crate::exchange::{CredentialShapeError, Credentials, ExchangeClient, ExchangeError, RateUsage, TestReport};
 use chrono::{DateTime, Utc};
 use classify::TransportFailure;
@@ -61,6 +62,8 @@ pub struct BinanceClient {
     timeout: Duration,
     egress_ips: Vec<String>,
     clock: ClockOffsets,
+    /// Request weight per minute for this process's egress IP, and bans.
+    budget: WeightBudget,
 }
 
 impl BinanceClient {
@@ -73,6 +76,7 @@ impl BinanceClient {
             timeout: DEFAULT_TIMEOUT,
             egress_ips: Vec::new(),
             clock: ClockOffsets::new(DEFAULT_CLOCK_REFRESH),
+            budget: WeightBudget::new("binance", WEIGHT_LIMIT_1M),
         }
     }
 
@@ -232,6 +236,7 @@ impl BinanceClient {
             ))
         })?;
         url.set_query(query);
+        self.budget.reserve(environment, request_weight(path))?;
 
         let mut request = self.http.get(url).timeout(self.timeout);
         if let Some(api_key) = api_key {
@@ -246,6 +251,9 @@ impl BinanceClient {
             BodyError::TooLarge => Failure::from(classify::unreadable_success(status)),
         })?;
         let elapsed = started.elapsed();
+        if let Some(usage) = used_weight(&headers) {
+            self.budget.observe_used(environment, usage.weight_used);
+        }
         tracing::debug!(
             endpoint = path,
             status,
@@ -257,6 +265,9 @@ impl BinanceClient {
             let retry_after = classify::parse_retry_after(headers.get("retry-after").and_then(|v| v.to_str().ok()));
             let now_ms = Utc::now().timestamp_millis();
             let classified = classify::http_failure(status, retry_after, &body, &self.egress_ips, now_ms);
+            if status == 429 || status == 418 {
+                self.budget.block_for(environment, classified.error.retry_after);
+            }
             return Err(Failure {
                 error: classified.error,
                 binance_code: classified.binance_code,
@@ -420,6 +431,14 @@ impl From<ExchangeError> for Failure {
 enum BodyError {
     Transport(reqwest::Error),
     TooLarge,
+}
+
+/// Binance's request weight of each endpoint we call (REQUEST_WEIGHT per IP).
+fn request_weight(path: &str) -> u32 {
+    match path {
+        ACCOUNT_PATH => 20,
+        _ => 1,
+    }
 }
 
 async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
