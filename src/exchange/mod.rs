@@ -6,6 +6,7 @@
 pub mod binance;
 pub mod budget;
 pub mod coinbase;
+pub mod common;
 mod error;
 pub mod kite;
 pub mod kraken;

@@ -213,43 +213,10 @@ fn ban_remaining(msg: &str, now_ms: i64) -> Option<Duration> {
     (left > 0).then(|| Duration::from_millis(left.unsigned_abs()))
 }
 
-/// Why a request got no HTTP answer at all. Built from `reqwest::Error`'s
-/// kind only: its `Display` contains the URL, signature included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportFailure {
-    Timeout,
-    Connect,
-    Other,
-}
-
-impl TransportFailure {
-    pub fn of(error: &reqwest::Error) -> Self {
-        if error.is_timeout() {
-            Self::Timeout
-        } else if error.is_connect() {
-            Self::Connect
-        } else {
-            Self::Other
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::Connect => "connect",
-            Self::Other => "other",
-        }
-    }
-}
+pub use crate::exchange::common::TransportFailure;
 
 pub fn transport_failure(failure: TransportFailure, timeout: Duration) -> ExchangeError {
-    let message = match failure {
-        TransportFailure::Timeout => format!("Binance did not answer within {} ms", timeout.as_millis()),
-        TransportFailure::Connect => "could not connect to Binance".to_owned(),
-        TransportFailure::Other => "the request to Binance failed before an answer arrived".to_owned(),
-    };
-    ExchangeError::new(ExchangeErrorCode::NetworkError, message)
-        .with_hint("A network problem between this service and Binance. The check is retried automatically.")
+    crate::exchange::common::transport_failure("Binance", failure, timeout)
 }
 
 /// `Retry-After` in seconds (the form Binance sends).

@@ -18,6 +18,7 @@ mod signer;
 
 use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
 use crate::exchange::budget::WeightBudget;
+use crate::exchange::common::{BodyError, read_body};
 use crate::exchange::{CredentialShapeError, Credentials, ExchangeClient, ExchangeError, RateUsage, TestReport};
 use chrono::{DateTime, Utc};
 use classify::TransportFailure;
@@ -246,7 +247,7 @@ impl BinanceClient {
         let response = request.send().await.map_err(|e| self.transport(path, &e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = read_body(response).await.map_err(|e| match e {
+        let body = read_body(response, MAX_BODY_BYTES).await.map_err(|e| match e {
             BodyError::Transport(e) => self.transport(path, &e),
             BodyError::TooLarge => Failure::from(classify::unreadable_success(status)),
         })?;
@@ -428,28 +429,12 @@ impl From<ExchangeError> for Failure {
     }
 }
 
-enum BodyError {
-    Transport(reqwest::Error),
-    TooLarge,
-}
-
 /// Binance's request weight of each endpoint we call (REQUEST_WEIGHT per IP).
 fn request_weight(path: &str) -> u32 {
     match path {
         ACCOUNT_PATH => 20,
         _ => 1,
     }
-}
-
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// `X-MBX-USED-WEIGHT-1M` against the 6000-per-minute limit. The `/sapi`
@@ -462,18 +447,8 @@ fn used_weight(headers: &HeaderMap) -> Option<RateUsage> {
     })
 }
 
-/// Defence in depth: removes any echo of sensitive values (e.g. in a quoted
-/// Binance `msg`) from an error's message and hint.
-fn scrub(mut error: ExchangeError, sensitive: &[&str]) -> ExchangeError {
-    for value in sensitive.iter().filter(|v| v.len() >= MIN_SCRUB_LEN) {
-        if error.message.contains(value) {
-            error.message = error.message.replace(value, "[REDACTED]");
-        }
-        if let Some(hint) = error.hint.as_mut().filter(|h| h.contains(value)) {
-            *hint = hint.replace(value, "[REDACTED]");
-        }
-    }
-    error
+fn scrub(error: ExchangeError, sensitive: &[&str]) -> ExchangeError {
+    crate::exchange::common::scrub(error, sensitive, MIN_SCRUB_LEN)
 }
 
 #[cfg(test)]

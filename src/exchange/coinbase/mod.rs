@@ -19,6 +19,7 @@ mod shape;
 
 use crate::crypto::SecretString;
 use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
+use crate::exchange::common::{BodyError, read_body};
 use crate::exchange::{CredentialShapeError, Credentials, ExchangeClient, ExchangeError, RateUsage, TestReport};
 use classify::TransportFailure;
 use clock::ClockCache;
@@ -193,7 +194,7 @@ impl CoinbaseClient {
         let response = request.send().await.map_err(|e| self.transport(path, &e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = read_body(response).await.map_err(|e| match e {
+        let body = read_body(response, MAX_BODY_BYTES).await.map_err(|e| match e {
             BodyError::Transport(e) => self.transport(path, &e),
             BodyError::TooLarge => Failure::from(classify::unreadable_success(status)),
         })?;
@@ -373,22 +374,6 @@ impl From<ExchangeError> for Failure {
     }
 }
 
-enum BodyError {
-    Transport(reqwest::Error),
-    TooLarge,
-}
-
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 /// `x-ratelimit-limit` and `x-ratelimit-remaining`, as used of the limit.
 fn rate_usage(headers: &HeaderMap) -> Option<RateUsage> {
     let read = |name: &str| -> Option<u32> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
@@ -415,17 +400,9 @@ impl Sensitive {
     }
 
     /// Defence in depth: removes any echo from an error's message and hint.
-    fn scrub(&self, mut error: ExchangeError) -> ExchangeError {
-        for value in &self.0 {
-            let value = value.as_str();
-            if error.message.contains(value) {
-                error.message = error.message.replace(value, "[REDACTED]");
-            }
-            if let Some(hint) = error.hint.as_mut().filter(|h| h.contains(value)) {
-                *hint = hint.replace(value, "[REDACTED]");
-            }
-        }
-        error
+    fn scrub(&self, error: ExchangeError) -> ExchangeError {
+        let values: Vec<&str> = self.0.iter().map(|v| v.as_str()).collect();
+        crate::exchange::common::scrub(error, &values, MIN_SCRUB_LEN)
     }
 }
 

@@ -17,6 +17,7 @@ mod shape;
 
 use crate::crypto::SecretString;
 use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
+use crate::exchange::common::{BodyError, read_body};
 use crate::exchange::{CredentialShapeError, Credentials, ExchangeClient, ExchangeError, TestReport};
 use classify::{Call, TransportFailure};
 use model::{Profile, Session, Success};
@@ -35,7 +36,6 @@ const API_VERSION: &str = "3";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Kite's session and profile answers are about 1 KiB.
 const MAX_BODY_BYTES: usize = 1 << 20;
-const INITIAL_BODY_CAPACITY: usize = 16 << 10;
 /// Strings shorter than this are not scrubbed from messages (they would
 /// match ordinary words); it is the shortest key or secret accepted.
 const MIN_SCRUB_LEN: usize = 6;
@@ -195,7 +195,7 @@ impl KiteClient {
         let status = response.status().as_u16();
         let retry_after =
             classify::parse_retry_after(response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()));
-        let body = read_body(response).await.map_err(|e| match e {
+        let body = read_body(response, MAX_BODY_BYTES).await.map_err(|e| match e {
             BodyError::Transport(e) => self.transport(endpoint, &e),
             BodyError::TooLarge => classify::unreadable_success(status),
         })?;
@@ -309,41 +309,8 @@ fn shape_error(e: CredentialShapeError) -> ExchangeError {
         .with_hint(format!("Correct the {} field and try again.", e.field))
 }
 
-enum BodyError {
-    Transport(reqwest::Error),
-    TooLarge,
-}
-
-/// The body, in a buffer wiped on drop: session answers carry tokens.
-async fn read_body(mut response: reqwest::Response) -> Result<Zeroizing<Vec<u8>>, BodyError> {
-    // Sized up front so the buffer is not reallocated, leaving copies behind.
-    let capacity = response
-        .content_length()
-        .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or(INITIAL_BODY_CAPACITY)
-        .min(MAX_BODY_BYTES);
-    let mut body = Zeroizing::new(Vec::with_capacity(capacity));
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// Defence in depth: removes any echo of sensitive values (e.g. in a quoted
-/// Kite `message`) from an error's message and hint.
-fn scrub(mut error: ExchangeError, sensitive: &[&str]) -> ExchangeError {
-    for value in sensitive.iter().filter(|v| v.len() >= MIN_SCRUB_LEN) {
-        if error.message.contains(value) {
-            error.message = error.message.replace(value, "[REDACTED]");
-        }
-        if let Some(hint) = error.hint.as_mut().filter(|h| h.contains(value)) {
-            *hint = hint.replace(value, "[REDACTED]");
-        }
-    }
-    error
+fn scrub(error: ExchangeError, sensitive: &[&str]) -> ExchangeError {
+    crate::exchange::common::scrub(error, sensitive, MIN_SCRUB_LEN)
 }
 
 #[cfg(test)]

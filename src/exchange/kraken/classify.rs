@@ -267,43 +267,10 @@ fn quote(text: &str) -> String {
         .collect()
 }
 
-/// Why a request got no HTTP answer at all. Built from `reqwest::Error`'s
-/// kind only: its `Display` may contain the URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportFailure {
-    Timeout,
-    Connect,
-    Other,
-}
-
-impl TransportFailure {
-    pub fn of(error: &reqwest::Error) -> Self {
-        if error.is_timeout() {
-            Self::Timeout
-        } else if error.is_connect() {
-            Self::Connect
-        } else {
-            Self::Other
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::Connect => "connect",
-            Self::Other => "other",
-        }
-    }
-}
+pub use crate::exchange::common::TransportFailure;
 
 pub fn transport_failure(failure: TransportFailure, timeout: Duration) -> ExchangeError {
-    let message = match failure {
-        TransportFailure::Timeout => format!("Kraken did not answer within {} ms", timeout.as_millis()),
-        TransportFailure::Connect => "could not connect to Kraken".to_owned(),
-        TransportFailure::Other => "the request to Kraken failed before an answer arrived".to_owned(),
-    };
-    ExchangeError::new(ExchangeErrorCode::NetworkError, message)
-        .with_hint("A network problem between this service and Kraken. The check is retried automatically.")
+    crate::exchange::common::transport_failure("Kraken", failure, timeout)
 }
 
 /// Another call with the same key held it longer than the client's timeout.

@@ -21,6 +21,7 @@ mod signer;
 
 use crate::crypto::SecretString;
 use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
+use crate::exchange::common::{BodyError, read_body};
 use crate::exchange::{CredentialShapeError, Credentials, ExchangeClient, ExchangeError, TestReport};
 use classify::{Classified, KrakenError, TransportFailure};
 use lockout::FailureMemory;
@@ -216,7 +217,7 @@ impl KrakenClient {
         let status = response.status().as_u16();
         let retry_after =
             classify::parse_retry_after(response.headers().get("retry-after").and_then(|v| v.to_str().ok()));
-        let body = read_body(response).await.map_err(|e| match e {
+        let body = read_body(response, MAX_BODY_BYTES).await.map_err(|e| match e {
             BodyError::Transport(e) => self.transport(path, &e),
             BodyError::TooLarge => Classified::from(classify::unreadable(status)),
         })?;
@@ -365,34 +366,8 @@ fn refused(path: &'static str, error: ExchangeError) -> Classified {
     error.into()
 }
 
-enum BodyError {
-    Transport(reqwest::Error),
-    TooLarge,
-}
-
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// Defence in depth: removes any echo of sensitive values from an error's
-/// message and hint.
-fn scrub(mut error: ExchangeError, sensitive: &[&str]) -> ExchangeError {
-    for value in sensitive.iter().filter(|v| v.len() >= MIN_SCRUB_LEN) {
-        if error.message.contains(value) {
-            error.message = error.message.replace(value, "[REDACTED]");
-        }
-        if let Some(hint) = error.hint.as_mut().filter(|h| h.contains(value)) {
-            *hint = hint.replace(value, "[REDACTED]");
-        }
-    }
-    error
+fn scrub(error: ExchangeError, sensitive: &[&str]) -> ExchangeError {
+    crate::exchange::common::scrub(error, sensitive, MIN_SCRUB_LEN)
 }
 
 #[cfg(test)]
