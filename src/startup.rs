@@ -133,7 +133,7 @@ impl Application {
                 config.exchange_tests_burst,
             )),
         };
-        let schema = crate::graphql::build_schema(services.clone(), config.egress_ips.clone());
+        let schema = crate::graphql::build_schema(services.clone());
         let state = HttpState {
             schema,
             verifier: Arc::new(verifier),

@@ -5,7 +5,7 @@ use super::binance::BinanceClient;
 use super::coinbase::CoinbaseClient;
 use super::kite::KiteClient;
 use super::kraken::KrakenClient;
-use crate::domain::{Environment, Exchange};
+use crate::domain::Exchange;
 use std::collections::HashMap;
 use std::sync::Arc;
 use url::Url;
@@ -101,9 +101,5 @@ impl ExchangeRegistry {
             .copied()
             .filter(|e| self.clients.contains_key(e))
             .collect()
-    }
-
-    pub fn supports(&self, exchange: Exchange, _environment: Environment) -> bool {
-        self.clients.contains_key(&exchange)
     }
 }

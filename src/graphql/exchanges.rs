@@ -4,9 +4,6 @@
 use crate::domain::{Environment, Exchange};
 use async_graphql::SimpleObject;
 
-/// The configured egress IPs (schema data).
-pub struct EgressIps(pub Vec<String>);
-
 #[derive(Debug, Clone, SimpleObject)]
 pub struct CredentialField {
     /// The `CredentialsInput` field this maps to.

@@ -24,8 +24,8 @@ fn builder() -> SchemaBuilder<query::QueryRoot, mutation::MutationRoot, EmptySub
 }
 
 /// The schema with the services attached.
-pub fn build_schema(services: Services, egress_ips: Vec<String>) -> AppSchema {
-    builder().data(services).data(exchanges::EgressIps(egress_ips)).finish()
+pub fn build_schema(services: Services) -> AppSchema {
+    builder().data(services).finish()
 }
 
 /// The SDL that `schema.graphql` holds (`exchange-connections schema`).

@@ -1,7 +1,7 @@
 //! Query resolvers.
 
 use super::context::caller;
-use super::exchanges::{EgressIps, ExchangeInfo, exchange_infos};
+use super::exchanges::{ExchangeInfo, exchange_infos};
 use crate::service::audit;
 use crate::service::views::{AuditLogPageView, ConnectionView};
 use async_graphql::{Context, ErrorExtensions, ID, Object, Result};
@@ -69,6 +69,8 @@ impl QueryRoot {
 
     /// The static IPs users must whitelist at their exchange.
     async fn egress_ips(&self, ctx: &Context<'_>) -> Vec<String> {
-        ctx.data::<EgressIps>().map(|ips| ips.0.clone()).unwrap_or_default()
+        ctx.data::<crate::service::Services>()
+            .map(|s| s.egress_ips.as_ref().clone())
+            .unwrap_or_default()
     }
 }
