@@ -71,6 +71,15 @@ pub struct Settings {
     /// How often expired exchange sessions (Zerodha Kite) are moved to NEEDS_REAUTH.
     #[arg(long, env = "SESSION_SWEEP_INTERVAL", default_value = "60s")]
     pub session_sweep_interval: String,
+    /// How long a WebSocket may take to send `connection_init` before it is closed (4408).
+    #[arg(long, env = "WS_INIT_TIMEOUT", default_value = "10s")]
+    pub ws_init_timeout: String,
+    /// How often the server pings idle WebSocket clients (`ping` / legacy `ka`).
+    #[arg(long, env = "WS_KEEPALIVE_INTERVAL", default_value = "15s")]
+    pub ws_keepalive_interval: String,
+    /// Most subscriptions one WebSocket may hold at once.
+    #[arg(long, env = "WS_MAX_SUBSCRIPTIONS", default_value_t = 20)]
+    pub ws_max_subscriptions: usize,
     /// Log format: `auto` (JSON unless stderr is a terminal), `json` or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "auto")]
     pub log_format: String,
@@ -132,6 +141,8 @@ pub struct Config {
     pub database_url: String,
     /// True when running the embedded default (SQLite file in DATA_DIR).
     pub embedded_database: bool,
+    /// Redis for the event hub and shared budgets; `None`: in-process.
+    pub redis_url: Option<String>,
     pub listen_addr: SocketAddr,
     pub jwt_secret: Option<SecretString>,
     pub jwt_jwks_url: Option<Url>,
@@ -142,6 +153,7 @@ pub struct Config {
     pub egress_ips: Vec<String>,
     pub health_check_interval: Duration,
     pub session_sweep_interval: Duration,
+    pub websocket: WebSocketLimits,
     pub max_body_bytes: usize,
     pub allow_withdrawal_keys: bool,
     pub exchange_tests_per_minute: u32,
@@ -253,9 +265,20 @@ impl Settings {
             kite: parse_base_url("KITE_BASE_URL", &self.kite_base_url)?,
             kite_login: parse_url("KITE_LOGIN_URL", &self.kite_login_url, true)?,
         };
+        let redis_url = match self.redis_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => Some(url.to_string()),
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "REDIS_URL",
+                    "expected redis://host:port or rediss://host:port",
+                ));
+            }
+        };
         Ok(Config {
             database_url,
             embedded_database,
+            redis_url,
             listen_addr: self.listen_addr,
             jwt_secret,
             jwt_jwks_url,
@@ -268,6 +291,19 @@ impl Settings {
             session_sweep_interval: parse_duration(&self.session_sweep_interval)
                 .filter(|d| *d >= Duration::from_millis(100))
                 .ok_or_else(|| ConfigError::new("SESSION_SWEEP_INTERVAL", "expected a duration of at least 100ms"))?,
+            websocket: WebSocketLimits {
+                init_timeout: parse_duration(&self.ws_init_timeout)
+                    .filter(|d| *d >= Duration::from_millis(100))
+                    .ok_or_else(|| ConfigError::new("WS_INIT_TIMEOUT", "expected a duration of at least 100ms"))?,
+                keepalive_interval: parse_duration(&self.ws_keepalive_interval)
+                    .filter(|d| *d >= Duration::from_millis(100))
+                    .ok_or_else(|| {
+                        ConfigError::new("WS_KEEPALIVE_INTERVAL", "expected a duration of at least 100ms")
+                    })?,
+                max_subscriptions: Some(self.ws_max_subscriptions)
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| ConfigError::new("WS_MAX_SUBSCRIPTIONS", "expected 1 to 1000"))?,
+            },
             max_body_bytes: self.max_body_bytes,
             allow_withdrawal_keys: self.allow_withdrawal_keys,
             exchange_tests_per_minute: self.exchange_tests_per_minute,
@@ -343,6 +379,14 @@ fn parse_base_url(setting: &'static str, text: &str) -> Result<Url, ConfigError>
 }
 
 /// `300s`, `5m`, `1h30m` (humantime) or plain seconds.
+/// What one WebSocket client may do.
+#[derive(Debug, Clone, Copy)]
+pub struct WebSocketLimits {
+    pub init_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub max_subscriptions: usize,
+}
+
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<u64>() {

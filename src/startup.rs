@@ -6,6 +6,7 @@
 use crate::auth::{AuthConfig, Verifier};
 use crate::config::{Config, Settings};
 use crate::crypto::{KeyRing, SecretString};
+use crate::events::EventHub;
 use crate::exchange::ExchangeRegistry;
 use crate::http::{HttpState, RouterOptions};
 use crate::service::Services;
@@ -28,6 +29,8 @@ pub struct Application {
     router: axum::Router,
     services: Services,
     session_sweep_interval: Duration,
+    /// Tells WebSocket sessions the server is shutting down.
+    stop_sender: tokio::sync::watch::Sender<()>,
     pub local_addr: SocketAddr,
     pub db: DatabaseConnection,
 }
@@ -119,6 +122,11 @@ impl Application {
         )
         .map_err(|e| anyhow::anyhow!("JWT configuration: {e}"))?;
         let exchanges = ExchangeRegistry::new(&config.endpoints, http, &config.egress_ips);
+        let (stop_sender, stop_receiver) = tokio::sync::watch::channel(());
+        let events = match &config.redis_url {
+            Some(url) => EventHub::redis(url, EVENTS_CHANNEL)?,
+            None => EventHub::in_process(),
+        };
         let services = Services {
             db: db.clone(),
             keyring: Arc::new(keyring),
@@ -132,6 +140,7 @@ impl Application {
                 config.exchange_tests_per_minute,
                 config.exchange_tests_burst,
             )),
+            events: events.clone(),
         };
         let schema = crate::graphql::build_schema(services.clone());
         let state = HttpState {
@@ -139,6 +148,9 @@ impl Application {
             verifier: Arc::new(verifier),
             db: db.clone(),
             metrics: crate::telemetry::metrics_handle(),
+            events,
+            websocket: config.websocket,
+            shutdown: stop_receiver,
         };
         let router = crate::http::router(
             state,
@@ -157,6 +169,7 @@ impl Application {
             router,
             services,
             session_sweep_interval: config.session_sweep_interval,
+            stop_sender,
             local_addr,
             db,
         })
@@ -174,15 +187,24 @@ impl Application {
         });
         let sweeper = tokio::spawn(sweep_sessions(self.services.clone(), self.session_sweep_interval));
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let stop_sender = self.stop_sender;
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_sender.send(());
+        };
         let result = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
+        self.services.events.shutdown();
         upkeep.abort();
         sweeper.abort();
         self.db.close().await.ok();
         result.context("HTTP server")
     }
 }
+
+/// The Redis pub/sub channel every process of a deployment shares.
+pub const EVENTS_CHANNEL: &str = "exchange-connections:events";
 
 /// Moves connections whose exchange session expired to `NEEDS_REAUTH`.
 /// Errors are logged and the loop goes on: a failed sweep is retried next tick.

@@ -14,7 +14,8 @@ use std::fmt;
 use uuid::Uuid;
 
 /// Clock skew tolerated on `exp` and `nbf`.
-const LEEWAY_SECS: u64 = 30;
+/// Clock difference tolerated on `exp` and `nbf` (a socket stays open this long past `exp`).
+pub const LEEWAY_SECS: u64 = 30;
 /// Longer tokens are refused before any decoding (Supabase's are ~1 KiB).
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Supabase's legacy JWT secrets are at least this long.

@@ -13,7 +13,7 @@ mod test_support;
 pub use bearer::bearer_token;
 pub use claims::Principal;
 pub use error::AuthError;
-pub use jwt::{AuthConfig, Verifier, issue_hs256_token};
+pub use jwt::{AuthConfig, LEEWAY_SECS, Verifier, issue_hs256_token};
 
 /// Installs `jsonwebtoken`'s aws-lc-rs crypto provider for the process.
 /// Idempotent: a provider that is already installed is kept. Call it at

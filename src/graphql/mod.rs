@@ -5,20 +5,22 @@ mod context;
 mod exchanges;
 mod mutation;
 mod query;
+mod subscription;
 
 pub use context::GraphqlContext;
 
 use crate::service::Services;
-use async_graphql::{EmptySubscription, Schema, SchemaBuilder};
+use async_graphql::{Schema, SchemaBuilder};
+use subscription::SubscriptionRoot;
 
-pub type AppSchema = Schema<query::QueryRoot, mutation::MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<query::QueryRoot, mutation::MutationRoot, SubscriptionRoot>;
 
 /// Query depth limit: deep enough for GraphiQL's introspection query (13).
 pub const MAX_DEPTH: usize = 16;
 pub const MAX_COMPLEXITY: usize = 1000;
 
-fn builder() -> SchemaBuilder<query::QueryRoot, mutation::MutationRoot, EmptySubscription> {
-    Schema::build(query::QueryRoot, mutation::MutationRoot, EmptySubscription)
+fn builder() -> SchemaBuilder<query::QueryRoot, mutation::MutationRoot, SubscriptionRoot> {
+    Schema::build(query::QueryRoot, mutation::MutationRoot, SubscriptionRoot)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
 }

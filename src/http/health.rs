@@ -1,7 +1,8 @@
 //! `/healthz` (the process is alive) and `/readyz` (it can serve: the
-//! database answers).
+//! database answers and the event hub reaches the other processes).
 
 use super::HttpState;
+use crate::events::HubStatus;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,14 +18,21 @@ pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>)
         tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await,
         Ok(Ok(()))
     );
-    let status = if database {
+    let hub = state.events.status() != HubStatus::Disconnected;
+    let ready = database && hub;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let up = |ok: bool| if ok { "up" } else { "down" };
+    let hub_check = match state.events.status() {
+        HubStatus::InProcess => "in-process",
+        HubStatus::Connected => "up",
+        HubStatus::Disconnected => "down",
+    };
     (
         status,
-        Json(json!({ "ready": database, "checks": { "database": up(database) } })),
+        Json(json!({ "ready": ready, "checks": { "database": up(database), "eventHub": hub_check } })),
     )
 }

@@ -1,11 +1,12 @@
 //! The axum router and its middleware: request ids, tracing, metrics, CORS,
-//! body limit, timeouts and security headers around the GraphQL endpoints,
-//! GraphiQL, health and metrics.
+//! body limit, timeouts and security headers around the GraphQL endpoints
+//! (HTTP and WebSocket), GraphiQL, health and metrics.
 
 mod graphql;
 mod health;
 mod metrics;
 mod security;
+mod ws;
 
 use crate::auth::Verifier;
 use crate::graphql::AppSchema;
@@ -30,6 +31,10 @@ pub struct HttpState {
     pub verifier: Arc<Verifier>,
     pub db: DatabaseConnection,
     pub metrics: PrometheusHandle,
+    pub events: crate::events::EventHub,
+    pub websocket: crate::config::WebSocketLimits,
+    /// Changes (or closes) when the server begins to shut down: sockets say goodbye.
+    pub shutdown: tokio::sync::watch::Receiver<()>,
 }
 
 pub struct RouterOptions {
@@ -54,6 +59,7 @@ pub fn router(state: HttpState, options: RouterOptions) -> Router {
     });
     let router = Router::new()
         .route("/graphql", get(graphql::get_handler).post(graphql::post_handler))
+        .route("/graphql/ws", get(ws::handler))
         .route("/graphiql", get(graphql::graphiql))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

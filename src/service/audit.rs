@@ -12,6 +12,9 @@ use uuid::Uuid;
 
 pub const PAGE_MAX: i32 = 200;
 
+/// An entry as written; announced to subscribers after the commit.
+pub type Entry = audit::Model;
+
 /// The audit actions the service writes.
 pub mod action {
     pub const CREATED: &str = "connection.created";

@@ -2,6 +2,7 @@
 //! before a transaction opens (never hold a transaction across the
 //! network); each write and its audit entry then commit together.
 
+use super::announce::kind;
 use super::audit::{self, action};
 use super::input::{CreateConnectionInput, CredentialsInput, parse_id, validate_label, validate_reason};
 use super::status::next_status;
@@ -146,17 +147,19 @@ impl Services {
         let report2 = report.clone();
         let inserted = self
             .db
-            .transaction::<_, keys::Model, AppError>(move |txn| {
+            .transaction::<_, (keys::Model, Vec<audit::Entry>), AppError>(move |txn| {
                 Box::pin(async move {
                     let inserted = row.insert(txn).await.map_err(conflict_or_internal)?;
-                    audit::record(txn, &ctx2, Some(id), action::CREATED, details).await?;
+                    let entry = audit::record(txn, &ctx2, Some(id), action::CREATED, details).await?;
                     if let Some(report) = &report2 {
                         record_check(txn, &inserted, Ok(report), "manual").await?;
                     }
-                    Ok(inserted)
+                    Ok((inserted, vec![entry]))
                 })
             })
             .await?;
+        let (inserted, entries) = inserted;
+        self.announce(kind::CREATED, &inserted, None, &entries);
         metrics::counter!("connections_created_total", "exchange" => exchange.as_str()).increment(1);
         ConnectionView::try_from(&inserted)
     }
@@ -192,9 +195,9 @@ impl Services {
     ) -> AppResult<keys::Model> {
         let ctx = ctx.clone();
         let connection_id = row.id;
-        let updated = self
+        let (updated, before, entries) = self
             .db
-            .transaction::<_, keys::Model, AppError>(move |txn| {
+            .transaction::<_, (keys::Model, ConnectionStatus, Vec<audit::Entry>), AppError>(move |txn| {
                 Box::pin(async move {
                     // Re-read inside the transaction: the row may have been revoked meanwhile.
                     let current = keys::Entity::find_by_id(connection_id)
@@ -229,21 +232,30 @@ impl Services {
                     active.updated_at = Set(now);
                     let updated = active.update(txn).await?;
                     record_check(txn, &updated, outcome.as_ref(), source).await?;
-                    audit::record(txn, &ctx, Some(connection_id), action::TESTED, details).await?;
+                    let mut entries =
+                        vec![audit::record(txn, &ctx, Some(connection_id), action::TESTED, details).await?];
                     if before != after {
-                        audit::record(
-                            txn,
-                            &ctx,
-                            Some(connection_id),
-                            action::STATUS_CHANGED,
-                            json!({ "from": before, "to": after }),
-                        )
-                        .await?;
+                        entries.push(
+                            audit::record(
+                                txn,
+                                &ctx,
+                                Some(connection_id),
+                                action::STATUS_CHANGED,
+                                json!({ "from": before, "to": after }),
+                            )
+                            .await?,
+                        );
                     }
-                    Ok(updated)
+                    Ok((updated, before, entries))
                 })
             })
             .await?;
+        let event = if source == "worker" {
+            kind::HEALTH_CHECKED
+        } else {
+            kind::TESTED
+        };
+        self.announce(event, &updated, Some(before.as_str()), &entries);
         Ok(updated)
     }
 
@@ -305,9 +317,10 @@ impl Services {
         active.updated_at = Set(now);
         let before = row.status.clone();
         let ctx = ctx.clone();
-        let updated = self
+        let status_before = before.clone();
+        let (updated, entries) = self
             .db
-            .transaction::<_, keys::Model, AppError>(move |txn| {
+            .transaction::<_, (keys::Model, Vec<audit::Entry>), AppError>(move |txn| {
                 Box::pin(async move {
                     // Only a live row is rotated; a concurrent revoke wins.
                     let live = keys::Entity::find_by_id(row.id)
@@ -318,29 +331,34 @@ impl Services {
                         return Err(AppError::bad_input("id", "this connection was revoked"));
                     }
                     let updated = active.update(txn).await.map_err(conflict_or_internal)?;
-                    audit::record(
-                        txn,
-                        &ctx,
-                        Some(row.id),
-                        action::ROTATED,
-                        json!({ "oldApiKeyHint": old_hint, "newApiKeyHint": new_hint, "permissions": report.permissions }),
-                    )
-                    .await?;
-                    record_check(txn, &updated, Ok(&report), "manual").await?;
-                    if before != updated.status {
+                    let mut entries = vec![
                         audit::record(
                             txn,
                             &ctx,
                             Some(row.id),
-                            action::STATUS_CHANGED,
-                            json!({ "from": before, "to": updated.status }),
+                            action::ROTATED,
+                            json!({ "oldApiKeyHint": old_hint, "newApiKeyHint": new_hint, "permissions": report.permissions }),
                         )
-                        .await?;
+                        .await?,
+                    ];
+                    record_check(txn, &updated, Ok(&report), "manual").await?;
+                    if before != updated.status {
+                        entries.push(
+                            audit::record(
+                                txn,
+                                &ctx,
+                                Some(row.id),
+                                action::STATUS_CHANGED,
+                                json!({ "from": before, "to": updated.status }),
+                            )
+                            .await?,
+                        );
                     }
-                    Ok(updated)
+                    Ok((updated, entries))
                 })
             })
             .await?;
+        self.announce(kind::ROTATED, &updated, Some(&status_before), &entries);
         ConnectionView::try_from(&updated)
     }
 
@@ -354,13 +372,13 @@ impl Services {
         let reason = validate_reason("reason", reason)?;
         let connection_id = parse_id("id", id)?;
         let ctx = ctx.clone();
-        let row = self
+        let (row, entries) = self
             .db
-            .transaction::<_, keys::Model, AppError>(move |txn| {
+            .transaction::<_, (keys::Model, Vec<audit::Entry>), AppError>(move |txn| {
                 Box::pin(async move {
                     let row = owned_row_by_id(txn, &ctx, connection_id).await?;
                     if row.revoked_at.is_some() {
-                        return Ok(row);
+                        return Ok((row, Vec::new()));
                     }
                     let before = row.status.clone();
                     let now = entity::now();
@@ -376,7 +394,7 @@ impl Services {
                     active.revoke_reason = Set(reason.clone());
                     active.updated_at = Set(now);
                     let updated = active.update(txn).await?;
-                    audit::record(
+                    let entry = audit::record(
                         txn,
                         &ctx,
                         Some(connection_id),
@@ -384,10 +402,13 @@ impl Services {
                         json!({ "reason": reason, "previousStatus": before }),
                     )
                     .await?;
-                    Ok(updated)
+                    Ok((updated, vec![entry]))
                 })
             })
             .await?;
+        if !entries.is_empty() {
+            self.announce(kind::REVOKED, &row, None, &entries);
+        }
         ConnectionView::try_from(&row)
     }
 

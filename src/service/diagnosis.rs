@@ -238,7 +238,7 @@ impl Services {
             .map(|s| json!({ "step": s.name, "status": s.status }))
             .collect();
         // A single append: it commits alone.
-        audit::record(
+        let entry = audit::record(
             &self.db,
             ctx,
             Some(row.id),
@@ -246,6 +246,7 @@ impl Services {
             json!({ "ok": ok, "steps": summary }),
         )
         .await?;
+        self.announce_audit(&[entry]);
         Ok(DiagnosisView {
             connection_id: ID(row.id.to_string()),
             ok,

@@ -3,6 +3,7 @@
 //! the day's session, stored encrypted with its expiry (06:00 IST). A sweep
 //! moves connections whose session expired to `NEEDS_REAUTH`.
 
+use super::announce::kind;
 use super::audit::{self, action};
 use super::connections::owned_row_by_id;
 use super::views::ConnectionView;
@@ -77,7 +78,7 @@ impl Services {
             .filter(states::Column::ExpiresAt.lt(now))
             .exec(&txn)
             .await?;
-        audit::record(
+        let entry = audit::record(
             &txn,
             ctx,
             Some(row.id),
@@ -86,6 +87,7 @@ impl Services {
         )
         .await?;
         txn.commit().await?;
+        self.announce_audit(&[entry]);
         Ok(KiteLoginView {
             login_url,
             state,
@@ -149,10 +151,11 @@ impl Services {
             .seal(&owner, SecretField::AccessToken, &session.access_token)
             .map_err(AppError::internal)?;
         let before = row.status.clone();
+        let status_before = before.clone();
         let ctx = ctx.clone();
-        let updated = self
+        let (updated, entries) = self
             .db
-            .transaction::<_, keys::Model, AppError>(move |txn| {
+            .transaction::<_, (keys::Model, Vec<audit::Entry>), AppError>(move |txn| {
                 Box::pin(async move {
                     let mut active = row.into_active_model();
                     active.access_token_encrypted = Set(Some(sealed.token));
@@ -163,28 +166,33 @@ impl Services {
                     active.consecutive_failures = Set(0);
                     active.last_error = Set(None);
                     let updated = active.update(txn).await?;
-                    audit::record(
-                        txn,
-                        &ctx,
-                        Some(updated.id),
-                        action::KITE_LOGIN_COMPLETED,
-                        json!({ "sessionExpiresAt": session.expires_at }),
-                    )
-                    .await?;
-                    if before != updated.status {
+                    let mut entries = vec![
                         audit::record(
                             txn,
                             &ctx,
                             Some(updated.id),
-                            action::STATUS_CHANGED,
-                            json!({ "from": before, "to": updated.status }),
+                            action::KITE_LOGIN_COMPLETED,
+                            json!({ "sessionExpiresAt": session.expires_at }),
                         )
-                        .await?;
+                        .await?,
+                    ];
+                    if before != updated.status {
+                        entries.push(
+                            audit::record(
+                                txn,
+                                &ctx,
+                                Some(updated.id),
+                                action::STATUS_CHANGED,
+                                json!({ "from": before, "to": updated.status }),
+                            )
+                            .await?,
+                        );
                     }
-                    Ok(updated)
+                    Ok((updated, entries))
                 })
             })
             .await?;
+        self.announce(kind::SESSION_STARTED, &updated, Some(&status_before), &entries);
         ConnectionView::try_from(&updated)
     }
 
@@ -201,16 +209,18 @@ impl Services {
         for row in expired {
             let ctx = RequestContext::system(row.user_id, "system:kite-session-expiry");
             let before = row.status.clone();
+            let status_before = before.clone();
             let id = row.id;
-            self.db
-                .transaction::<_, (), AppError>(move |txn| {
+            let (updated, entry) = self
+                .db
+                .transaction::<_, (keys::Model, audit::Entry), AppError>(move |txn| {
                     Box::pin(async move {
                         let mut active = row.into_active_model();
                         active.status = Set(ConnectionStatus::NeedsReauth.as_str().into());
                         active.access_token_encrypted = Set(None);
                         active.session_expires_at = Set(None);
-                        active.update(txn).await?;
-                        audit::record(
+                        let updated = active.update(txn).await?;
+                        let entry = audit::record(
                             txn,
                             &ctx,
                             Some(id),
@@ -218,10 +228,11 @@ impl Services {
                             json!({ "from": before, "to": ConnectionStatus::NeedsReauth, "reason": "Kite session expired" }),
                         )
                         .await?;
-                        Ok(())
+                        Ok((updated, entry))
                     })
                 })
                 .await?;
+            self.announce(kind::STATUS_CHANGED, &updated, Some(&status_before), &[entry]);
             moved += 1;
         }
         if moved > 0 {

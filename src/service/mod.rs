@@ -2,6 +2,7 @@
 //! write and its audit entry commit in one transaction. GraphQL resolvers
 //! (and later the worker) call this layer; only this layer touches entities.
 
+mod announce;
 pub mod audit;
 pub mod connections;
 pub mod diagnosis;
@@ -66,4 +67,6 @@ pub struct Services {
     pub policy: policy::KeyPolicy,
     /// Per-user limit on mutations that call an exchange.
     pub limiter: Arc<limits::ExchangeCallLimiter>,
+    /// Where committed changes are announced to subscribers.
+    pub events: crate::events::EventHub,
 }

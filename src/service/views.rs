@@ -38,8 +38,9 @@ impl ExchangeErrorView {
     }
 }
 
-#[derive(Debug, Clone, SimpleObject)]
+#[derive(Debug, Clone, Serialize, Deserialize, SimpleObject)]
 #[graphql(name = "Health")]
+#[serde(rename_all = "camelCase")]
 pub struct HealthView {
     pub last_checked_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
@@ -79,8 +80,9 @@ pub struct TestResultView {
     pub permissions: Option<Permissions>,
 }
 
-#[derive(Debug, Clone, SimpleObject)]
+#[derive(Debug, Clone, Serialize, Deserialize, SimpleObject)]
 #[graphql(name = "AuditEntry")]
+#[serde(rename_all = "camelCase")]
 pub struct AuditEntryView {
     pub id: ID,
     pub connection_id: Option<ID>,
@@ -106,6 +108,34 @@ pub struct AuditLogPageView {
 
 fn parse_json<T: serde::de::DeserializeOwned>(value: &Option<serde_json::Value>) -> Option<T> {
     value.clone().and_then(|v| serde_json::from_value(v).ok())
+}
+
+/// What happened to a connection, pushed to its owner's subscribers.
+#[derive(Debug, Clone, Serialize, Deserialize, SimpleObject)]
+#[graphql(name = "ConnectionEvent")]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionEventView {
+    /// `created`, `tested`, `rotated`, `revoked`, `status_changed`, `health_checked`, `session_started`.
+    pub kind: String,
+    pub connection_id: ID,
+    pub status: ConnectionStatus,
+    /// The status before, when `kind` is `status_changed`.
+    pub previous_status: Option<ConnectionStatus>,
+    pub at: DateTime<Utc>,
+    pub health: Option<HealthView>,
+}
+
+impl ConnectionEventView {
+    pub fn of(kind: &str, connection: &ConnectionView) -> Self {
+        Self {
+            kind: kind.to_string(),
+            connection_id: connection.id.clone(),
+            status: connection.status,
+            previous_status: None,
+            at: connection.updated_at,
+            health: Some(connection.health.clone()),
+        }
+    }
 }
 
 fn corrupt(what: &str, id: uuid::Uuid) -> AppError {

@@ -183,6 +183,18 @@ pub fn token(user: Uuid, ttl: Duration) -> String {
     )
 }
 
+/// A token for `user` whose `exp` is `exp` (seconds since the epoch; may be past).
+pub fn token_expiring_at(user: Uuid, exp: i64) -> String {
+    let claims = json!({ "sub": user, "aud": "authenticated", "exp": exp, "role": "authenticated" });
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()).expect("key");
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &key,
+    )
+    .expect("token")
+}
+
 /// Runs a test body on both backends.
 #[macro_export]
 macro_rules! on_both_backends {

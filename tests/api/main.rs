@@ -14,3 +14,5 @@ mod kraken_client;
 mod mock;
 mod policy;
 mod resilience;
+mod subscriptions;
+mod ws_client;

@@ -1,0 +1,79 @@
+//! Subscriptions: the caller's own connection and audit events, live. Each
+//! subscription reads the caller's channel in the event hub; a subscriber
+//! that falls behind gets an `EVENTS_DROPPED` error item saying how many
+//! events it lost (then refetches), and goes on receiving.
+
+use super::context::caller;
+use crate::events::Event;
+use crate::service::views::{AuditEntryView, ConnectionEventView};
+use async_graphql::{Context, ErrorExtensions, ID, Result, Subscription};
+use futures_util::Stream;
+use std::sync::Arc;
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Changes to the caller's connections (one connection with `connectionId`):
+    /// created, tested, health_checked, rotated, revoked, status_changed, session_started.
+    async fn connection_events(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<ID>,
+    ) -> Result<impl Stream<Item = Result<ConnectionEventView>> + use<>> {
+        let (services, request) = caller(ctx).await.map_err(|e| e.extend())?;
+        // Another user's id is NOT_FOUND, exactly as for `connection(id)`.
+        let only = match connection_id {
+            Some(id) => Some(services.get_connection(&request, &id).await.map_err(|e| e.extend())?.id),
+            None => None,
+        };
+        let events = services.events.subscribe(request.principal.user_id);
+        Ok(user_events(events, move |event| match event {
+            Event::Connection(change) if only.as_ref().is_none_or(|id| *id == change.connection_id) => {
+                Some(change.clone())
+            }
+            _ => None,
+        }))
+    }
+
+    /// Entries appended to the caller's audit log.
+    async fn audit_events(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Result<AuditEntryView>> + use<>> {
+        let (services, request) = caller(ctx).await.map_err(|e| e.extend())?;
+        let events = services.events.subscribe(request.principal.user_id);
+        Ok(user_events(events, |event| match event {
+            Event::Audit(entry) => Some(entry.clone()),
+            _ => None,
+        }))
+    }
+}
+
+/// The items `pick` selects from a user's channel, with lag reported as an error item.
+fn user_events<T: Send + 'static>(
+    events: Receiver<Arc<Event>>,
+    pick: impl Fn(&Event) -> Option<T> + Send + 'static,
+) -> impl Stream<Item = Result<T>> {
+    futures_util::stream::unfold((events, pick), |(mut events, pick)| async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Some(item) = pick(&event) {
+                        return Some((Ok(item), (events, pick)));
+                    }
+                }
+                Err(RecvError::Lagged(dropped)) => {
+                    metrics::counter!("events_dropped_total", "reason" => "slow_subscriber").increment(dropped);
+                    let error = async_graphql::Error::new(format!(
+                        "{dropped} event(s) were dropped because this client fell behind; refetch to catch up"
+                    ))
+                    .extend_with(|_, e| {
+                        e.set("code", "EVENTS_DROPPED");
+                        e.set("dropped", dropped);
+                    });
+                    return Some((Err(error), (events, pick)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+}
