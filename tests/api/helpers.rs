@@ -21,6 +21,11 @@ pub const JWT_SECRET: &str = "test-jwt-secret-that-is-long-enough-0123456789";
 /// A fixed Fernet key for tests (urlsafe base64 of 32 bytes).
 pub const ENCRYPTION_KEY: &str = "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=";
 
+/// Where the tests find Redis (they fail, never skip, when it is not there).
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 /// Where the tests find PostgreSQL (a server-level URL; each test makes its own database).
 pub fn postgres_admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -33,6 +38,7 @@ pub struct TestApp {
     pub kite: MockKite,
     /// The app's database, for checks behind its back.
     pub db: DatabaseConnection,
+    pub database_url: String,
     _dir: TempDir,
 }
 
@@ -112,9 +118,19 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
         exchange_connections::install_crypto_providers();
         let dir = TempDir::new();
+        let url = fresh_database(backend, &dir.0).await;
+        Self::spawn_on(url, dir, adjust).await
+    }
+
+    /// A second server process on this one's database (a replica).
+    pub async fn replica(&self, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        Self::spawn_on(self.database_url.clone(), TempDir::new(), adjust).await
+    }
+
+    async fn spawn_on(url: String, dir: TempDir, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        exchange_connections::install_crypto_providers();
         let binance = MockBinance::start().await;
         let kite = MockKite::start().await;
-        let url = fresh_database(backend, &dir.0).await;
         let mut settings = test_settings(url.clone(), &binance, &dir.0);
         settings.kite_base_url = kite.base_url.as_str().trim_end_matches('/').into();
         settings.kite_login_url = kite.login_url.to_string();
@@ -134,6 +150,7 @@ impl TestApp {
             binance,
             kite,
             db,
+            database_url: url,
             _dir: dir,
         }
     }

@@ -13,6 +13,8 @@ mod kite_login;
 mod kraken_client;
 mod mock;
 mod policy;
+mod redis_hub;
 mod resilience;
 mod subscriptions;
+mod tcp_proxy;
 mod ws_client;

@@ -1,0 +1,155 @@
+//! The event hub on Redis: events cross between server processes sharing a
+//! database and Redis; when Redis goes away a process keeps serving, reports
+//! the hub down in /readyz, and its subscribers receive again once Redis is
+//! back, without reconnecting.
+
+use crate::connections::connect;
+use crate::helpers::{Backend, TestApp, redis_url};
+use crate::tcp_proxy::TcpProxy;
+use crate::ws_client::{TRANSPORT_WS, WsClient};
+use serde_json::{Value, json};
+use std::time::Duration;
+use uuid::Uuid;
+
+const CONNECTION_EVENTS: &str = "subscription { connectionEvents { kind connectionId status } }";
+const SOON: Duration = Duration::from_secs(5);
+
+async fn readiness(app: &TestApp) -> (u16, Value) {
+    let response = app
+        .client
+        .get(format!("{}/readyz", app.base_url))
+        .send()
+        .await
+        .expect("readyz");
+    (response.status().as_u16(), response.json().await.expect("JSON"))
+}
+
+async fn wait_ready(app: &TestApp, want: u16) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = readiness(app).await;
+        if status == want {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "readyz stayed {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Redis host:port from TEST_REDIS_URL (redis://host:port[/db]).
+fn redis_address() -> String {
+    let url = redis_url();
+    let rest = url.trim_start_matches("redis://");
+    rest.split('/')
+        .next()
+        .unwrap_or(rest)
+        .rsplit('@')
+        .next()
+        .unwrap_or(rest)
+        .to_string()
+}
+
+#[tokio::test]
+async fn events_cross_between_server_processes() {
+    let first = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = Some(redis_url())).await;
+    let second = first.replica(|s| s.redis_url = Some(redis_url())).await;
+    let body = wait_ready(&first, 200).await;
+    assert_eq!(body["checks"]["eventHub"], "up", "{body}");
+    wait_ready(&second, 200).await;
+
+    let user = Uuid::new_v4();
+    let token = first.token_for(user);
+    let mut ws = WsClient::authenticated(&first.base_url, TRANSPORT_WS, &token).await;
+    ws.subscribe("c", CONNECTION_EVENTS, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A change made through the second process reaches the subscriber on the first, once.
+    let created = connect(&second, &token, "main", "rx").await;
+    let event = ws.next_payload("c", SOON).await;
+    assert_eq!(event["data"]["connectionEvents"]["connectionId"], created["id"]);
+    assert_eq!(event["data"]["connectionEvents"]["kind"], "created");
+    ws.expect_silence(Duration::from_millis(300)).await;
+
+    // A change on the first process itself is delivered once too (not again via Redis).
+    second
+        .ok(
+            &token,
+            "mutation($id: ID!) { revokeConnection(id: $id) { id } }",
+            json!({ "id": created["id"] }),
+        )
+        .await;
+    let event = ws.next_payload("c", SOON).await;
+    assert_eq!(event["data"]["connectionEvents"]["kind"], "revoked");
+    connect(&first, &token, "local", "rl").await;
+    let event = ws.next_payload("c", SOON).await;
+    assert_eq!(event["data"]["connectionEvents"]["kind"], "created");
+    ws.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_degrades_only_the_cross_process_events() {
+    let proxy = TcpProxy::start(redis_address()).await;
+    let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let first = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = Some(via_proxy)).await;
+    let second = first.replica(|s| s.redis_url = Some(redis_url())).await;
+    wait_ready(&first, 200).await;
+
+    let token = first.token_for(Uuid::new_v4());
+    let mut ws = WsClient::authenticated(&first.base_url, TRANSPORT_WS, &token).await;
+    ws.subscribe("c", CONNECTION_EVENTS, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    proxy.cut().await;
+    let body = wait_ready(&first, 503).await;
+    assert_eq!(body["checks"], json!({ "database": "up", "eventHub": "down" }));
+    // Queries and mutations go on; this process's own subscribers still hear its changes.
+    let local = connect(&first, &token, "during-outage", "ou").await;
+    first.ok(&token, "{ connections { id status } }", json!({})).await;
+    let event = ws.next_payload("c", SOON).await;
+    assert_eq!(event["data"]["connectionEvents"]["connectionId"], local["id"]);
+
+    proxy.restore();
+    wait_ready(&first, 200).await;
+    // The same socket receives the other process's events again.
+    let remote = connect(&second, &token, "after-outage", "af").await;
+    let event = ws.next_payload("c", SOON).await;
+    assert_eq!(event["data"]["connectionEvents"]["connectionId"], remote["id"]);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_never_stops_the_server_from_starting() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| s.redis_url = Some("redis://127.0.0.1:1".into())).await;
+    let (status, body) = readiness(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["eventHub"], "down");
+    let token = app.token_for(Uuid::new_v4());
+    connect(&app, &token, "main", "nr").await;
+}
+
+#[tokio::test]
+async fn garbage_on_the_channel_is_dropped_and_fanout_goes_on() {
+    let first = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = Some(redis_url())).await;
+    let second = first.replica(|s| s.redis_url = Some(redis_url())).await;
+    wait_ready(&first, 200).await;
+    let token = first.token_for(Uuid::new_v4());
+    let mut ws = WsClient::authenticated(&first.base_url, TRANSPORT_WS, &token).await;
+    ws.subscribe("c", CONNECTION_EVENTS, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis must be reachable at TEST_REDIS_URL");
+    for garbage in ["not json", "{}", "{\"origin\":\"x\"}", "\u{0}\u{1}"] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(exchange_connections::startup::EVENTS_CHANNEL)
+            .arg(garbage)
+            .query_async(&mut redis)
+            .await
+            .expect("publish");
+    }
+    let created = connect(&second, &token, "after-garbage", "gb").await;
+    let event = ws.next_payload("c", SOON).await;
+    assert_eq!(event["data"]["connectionEvents"]["connectionId"], created["id"]);
+}
