@@ -6,6 +6,7 @@ mod binance_client;
 mod coinbase_client;
 mod connections;
 mod embedded;
+mod graphql_ws_client;
 mod helpers;
 mod http;
 mod kite_client;
