@@ -77,3 +77,43 @@ fn user_events<T: Send + 'static>(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{EventHub, PER_USER_BUFFER};
+    use futures_util::StreamExt;
+
+    fn audit(n: usize) -> Event {
+        Event::Audit(AuditEntryView {
+            id: ID(n.to_string()),
+            connection_id: None,
+            action: "connection.tested".into(),
+            at: chrono::Utc::now(),
+            actor: "user:test".into(),
+            ip: None,
+            details: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_fell_behind_is_told_then_goes_on() {
+        let hub = EventHub::in_process();
+        let user = uuid::Uuid::new_v4();
+        let stream = user_events(hub.subscribe(user), |event| match event {
+            Event::Audit(entry) => Some(entry.id.0.clone()),
+            _ => None,
+        });
+        futures_util::pin_mut!(stream);
+        for n in 0..PER_USER_BUFFER + 3 {
+            hub.publish(user, audit(n));
+        }
+        let error = stream.next().await.unwrap().unwrap_err();
+        assert!(error.message.contains("3 event(s) were dropped"), "{}", error.message);
+        let code = error.extensions.as_ref().and_then(|e| e.get("code")).cloned();
+        assert_eq!(code, Some(async_graphql::Value::from("EVENTS_DROPPED")));
+        // The oldest three are gone; the rest arrive in order.
+        assert_eq!(stream.next().await.unwrap().unwrap(), "3");
+        assert_eq!(stream.next().await.unwrap().unwrap(), "4");
+    }
+}
