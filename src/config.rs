@@ -71,6 +71,21 @@ pub struct Settings {
     /// How often expired exchange sessions (Zerodha Kite) are moved to NEEDS_REAUTH.
     #[arg(long, env = "SESSION_SWEEP_INTERVAL", default_value = "60s")]
     pub session_sweep_interval: String,
+    /// Requests per minute from one client IP (bursts of a fifth of it); over it: 429.
+    #[arg(long, env = "RATE_LIMIT_PER_IP", default_value_t = 1200)]
+    pub rate_limit_per_ip: u32,
+    /// Requests per minute from one user; over it: 429.
+    #[arg(long, env = "RATE_LIMIT_PER_USER", default_value_t = 600)]
+    pub rate_limit_per_user: u32,
+    /// Failed authentications per minute from one IP before its requests are refused for a while.
+    #[arg(long, env = "AUTH_FAILURES_PER_IP", default_value_t = 20)]
+    pub auth_failures_per_ip: u32,
+    /// Proxies in front of the service that append to X-Forwarded-For (0: use the TCP peer).
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: usize,
+    /// GraphQL introspection: `auto` (on for the embedded default only), `on` or `off`.
+    #[arg(long, env = "INTROSPECTION", default_value = "auto")]
+    pub introspection: String,
     /// How long a WebSocket may take to send `connection_init` before it is closed (4408).
     #[arg(long, env = "WS_INIT_TIMEOUT", default_value = "10s")]
     pub ws_init_timeout: String,
@@ -154,6 +169,9 @@ pub struct Config {
     pub health_check_interval: Duration,
     pub session_sweep_interval: Duration,
     pub websocket: WebSocketLimits,
+    pub rate_limits: crate::http::RateLimits,
+    pub trusted_proxy_hops: usize,
+    pub introspection: bool,
     pub max_body_bytes: usize,
     pub allow_withdrawal_keys: bool,
     pub exchange_tests_per_minute: u32,
@@ -291,6 +309,20 @@ impl Settings {
             session_sweep_interval: parse_duration(&self.session_sweep_interval)
                 .filter(|d| *d >= Duration::from_millis(100))
                 .ok_or_else(|| ConfigError::new("SESSION_SWEEP_INTERVAL", "expected a duration of at least 100ms"))?,
+            rate_limits: crate::http::RateLimits {
+                per_ip_per_minute: positive("RATE_LIMIT_PER_IP", self.rate_limit_per_ip)?,
+                per_user_per_minute: positive("RATE_LIMIT_PER_USER", self.rate_limit_per_user)?,
+                auth_failures_per_ip_per_minute: positive("AUTH_FAILURES_PER_IP", self.auth_failures_per_ip)?,
+            },
+            trusted_proxy_hops: Some(self.trusted_proxy_hops)
+                .filter(|hops| *hops <= 5)
+                .ok_or_else(|| ConfigError::new("TRUSTED_PROXY_HOPS", "expected 0 to 5"))?,
+            introspection: match self.introspection.trim().to_ascii_lowercase().as_str() {
+                "auto" => embedded_database,
+                "on" | "true" => true,
+                "off" | "false" => false,
+                _ => return Err(ConfigError::new("INTROSPECTION", "expected auto, on or off")),
+            },
             websocket: WebSocketLimits {
                 init_timeout: parse_duration(&self.ws_init_timeout)
                     .filter(|d| *d >= Duration::from_millis(100))
@@ -379,6 +411,13 @@ fn parse_base_url(setting: &'static str, text: &str) -> Result<Url, ConfigError>
 }
 
 /// `300s`, `5m`, `1h30m` (humantime) or plain seconds.
+fn positive(name: &'static str, value: u32) -> Result<u32, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(name, "must be at least 1"));
+    }
+    Ok(value)
+}
+
 /// What one WebSocket client may do.
 #[derive(Debug, Clone, Copy)]
 pub struct WebSocketLimits {

@@ -142,7 +142,7 @@ impl Application {
             )),
             events: events.clone(),
         };
-        let schema = crate::graphql::build_schema(services.clone());
+        let schema = crate::graphql::build_schema(services.clone(), config.introspection);
         let state = HttpState {
             schema,
             verifier: Arc::new(verifier),
@@ -150,6 +150,8 @@ impl Application {
             metrics: crate::telemetry::metrics_handle(),
             events,
             websocket: config.websocket,
+            limits: Arc::new(crate::http::RequestLimits::new(config.rate_limits)),
+            trusted_proxy_hops: config.trusted_proxy_hops,
             shutdown: stop_receiver,
         };
         let router = crate::http::router(

@@ -3,6 +3,7 @@
 
 mod context;
 mod exchanges;
+mod limits;
 mod mutation;
 mod query;
 mod subscription;
@@ -25,9 +26,14 @@ fn builder() -> SchemaBuilder<query::QueryRoot, mutation::MutationRoot, Subscrip
         .limit_complexity(MAX_COMPLEXITY)
 }
 
-/// The schema with the services attached.
-pub fn build_schema(services: Services) -> AppSchema {
-    builder().data(services).finish()
+/// The schema with the services attached; introspection only when allowed.
+pub fn build_schema(services: Services, introspection: bool) -> AppSchema {
+    let builder = builder().data(services).extension(limits::AliasLimit);
+    if introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 /// The SDL that `schema.graphql` holds (`exchange-connections schema`).

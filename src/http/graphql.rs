@@ -2,6 +2,7 @@
 //! handler authenticates the bearer token, attaches the caller and request
 //! details, and maps malformed requests to 400 with a GraphQL error.
 
+use super::client_ip::client_ip;
 use super::{HttpState, REQUEST_ID};
 use crate::auth::bearer_token;
 use crate::graphql::GraphqlContext;
@@ -12,7 +13,8 @@ use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 /// Most operations one HTTP request may batch.
 pub const MAX_BATCH: usize = 10;
@@ -32,6 +34,10 @@ pub async fn post_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let ip = client_ip(peer, &headers, state.trusted_proxy_hops);
+    if let Err(wait) = state.limits.check_ip(ip) {
+        return rate_limited(wait, "too many requests from this address");
+    }
     let batch = match serde_json::from_slice::<BatchRequest>(&body) {
         Ok(batch) => batch,
         Err(e) => {
@@ -56,7 +62,7 @@ pub async fn post_handler(
             &format!("a batch must hold 1 to {MAX_BATCH} operations"),
         );
     }
-    execute(state, peer, &headers, batch).await
+    execute(state, ip, &headers, batch).await
 }
 
 pub async fn get_handler(
@@ -65,6 +71,10 @@ pub async fn get_handler(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let ip = client_ip(peer, &headers, state.trusted_proxy_hops);
+    if let Err(wait) = state.limits.check_ip(ip) {
+        return rate_limited(wait, "too many requests from this address");
+    }
     let request = match async_graphql::http::parse_query_string(query.as_deref().unwrap_or("")) {
         Ok(request) => request,
         Err(_) => {
@@ -89,13 +99,16 @@ pub async fn get_handler(
             );
         }
     }
-    execute(state, peer, &headers, BatchRequest::Single(request)).await
+    execute(state, ip, &headers, BatchRequest::Single(request)).await
 }
 
-async fn execute(state: HttpState, peer: SocketAddr, headers: &HeaderMap, batch: BatchRequest) -> Response {
+async fn execute(state: HttpState, ip: IpAddr, headers: &HeaderMap, batch: BatchRequest) -> Response {
     let principal = match headers.get(header::AUTHORIZATION) {
         None => None,
         Some(value) => {
+            if let Some(wait) = state.limits.auth_brake(ip) {
+                return rate_limited(wait, "too many failed authentications from this address");
+            }
             let token = value.to_str().ok().and_then(bearer_token);
             let verified = match token {
                 Some(token) => state.verifier.verify(token).await.map_err(|e| e.to_string()),
@@ -104,7 +117,7 @@ async fn execute(state: HttpState, peer: SocketAddr, headers: &HeaderMap, batch:
             match verified {
                 Ok(principal) => Some(principal),
                 Err(reason) => {
-                    metrics::counter!("auth_failures_total").increment(1);
+                    state.limits.record_auth_failure(ip);
                     tracing::info!(%reason, "authentication failed");
                     return error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &reason);
                 }
@@ -117,10 +130,15 @@ async fn execute(state: HttpState, peer: SocketAddr, headers: &HeaderMap, batch:
             .and_then(|v: &header::HeaderValue| v.to_str().ok())
             .map(String::from)
     };
+    if let Some(principal) = &principal
+        && let Err(wait) = state.limits.check_user(principal.user_id)
+    {
+        return rate_limited(wait, "too many requests from this user");
+    }
     let context = GraphqlContext {
         principal,
         request_id: header_text(REQUEST_ID),
-        ip: Some(peer.ip().to_string()),
+        ip: Some(ip.to_string()),
         user_agent: header_text(header::USER_AGENT),
     };
     let response = state.schema.execute_batch(batch.data(context)).await;
@@ -162,6 +180,19 @@ fn respond(response: BatchResponse) -> Response {
         BatchResponse::Batch(rs) => BatchResponse::Batch(rs.into_iter().map(&mut fix).collect()),
     };
     (status, axum::Json(response)).into_response()
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1).
+pub fn rate_limited(wait: Duration, what: &str) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    let mut response = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        &format!("{what}; try again in {seconds} s"),
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+    response
 }
 
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {

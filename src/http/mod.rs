@@ -2,8 +2,10 @@
 //! body limit, timeouts and security headers around the GraphQL endpoints
 //! (HTTP and WebSocket), GraphiQL, health and metrics.
 
+mod client_ip;
 mod graphql;
 mod health;
+mod limits;
 mod metrics;
 mod security;
 mod ws;
@@ -22,6 +24,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 
+pub use limits::{RateLimits, RequestLimits};
+
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the handlers share.
@@ -33,6 +37,8 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     pub events: crate::events::EventHub,
     pub websocket: crate::config::WebSocketLimits,
+    pub limits: Arc<RequestLimits>,
+    pub trusted_proxy_hops: usize,
     /// Changes (or closes) when the server begins to shut down: sockets say goodbye.
     pub shutdown: tokio::sync::watch::Receiver<()>,
 }

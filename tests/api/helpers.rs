@@ -135,6 +135,9 @@ impl TestApp {
         settings.kite_base_url = kite.base_url.as_str().trim_end_matches('/').into();
         settings.kite_login_url = kite.login_url.to_string();
         settings.session_sweep_interval = "200ms".into();
+        // Tests send many requests from one address; the limit tests set their own.
+        settings.rate_limit_per_ip = 1_000_000;
+        settings.rate_limit_per_user = 1_000_000;
         adjust(&mut settings);
         let config = settings.validate().expect("valid test settings");
         let app = Application::build(config).await.expect("build app");

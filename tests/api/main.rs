@@ -1,6 +1,7 @@
 //! Integration tests: the real server on an ephemeral port, spoken to over
 //! HTTP, with mock exchanges at the HTTP boundary, on SQLite and PostgreSQL.
 
+mod abuse;
 mod bad_input;
 mod binance_client;
 mod coinbase_client;

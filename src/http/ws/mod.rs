@@ -36,6 +36,10 @@ pub async fn handler(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let ip = super::client_ip::client_ip(peer, &headers, state.trusted_proxy_hops);
+    if let Err(wait) = state.limits.check_ip(ip) {
+        return super::graphql::rate_limited(wait, "too many requests from this address");
+    }
     let Some(protocol) = requested_protocol(&headers) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -54,7 +58,7 @@ pub async fn handler(
     let context = GraphqlContext {
         principal: None,
         request_id,
-        ip: Some(peer.ip().to_string()),
+        ip: Some(ip.to_string()),
         user_agent,
     };
     upgrade
@@ -131,10 +135,18 @@ impl Session {
             Ok(payload) => payload,
             Err((code, reason)) => return close(&mut sink, code, reason).await,
         };
+        let ip = self.context.ip.as_deref().and_then(|ip| ip.parse().ok());
+        if let Some(ip) = ip
+            && self.state.limits.auth_brake(ip).is_some()
+        {
+            return close(&mut sink, 4429, "Too many failed authentications").await;
+        }
         let principal = match self.authenticate(&payload).await {
             Ok(principal) => principal,
             Err(reason) => {
-                metrics::counter!("auth_failures_total").increment(1);
+                if let Some(ip) = ip {
+                    self.state.limits.record_auth_failure(ip);
+                }
                 tracing::info!(%reason, "WebSocket authentication failed");
                 return close(&mut sink, 4403, "Forbidden").await;
             }
