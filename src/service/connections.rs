@@ -3,6 +3,7 @@
 //! network); each write and its audit entry then commit together.
 
 use super::audit::{self, action};
+use super::health::next_check_at;
 use super::input::{CreateConnectionInput, CredentialsInput, parse_id, validate_label, validate_reason};
 use super::status::next_status;
 use super::views::{ConnectionView, ExchangeErrorView, TestResultView};
@@ -133,6 +134,7 @@ impl Services {
         if let Some(report) = &report {
             apply_success(&mut row, report, now);
         }
+        row.next_check_at = Set(next_check_at(status, None, self.health_check_interval, now));
 
         let details = json!({
             "exchange": exchange,
@@ -182,8 +184,8 @@ impl Services {
         Ok(result)
     }
 
-    /// Applies a test's outcome: health fields, status, history, audit.
-    async fn record_test_outcome(
+    /// Applies a test's outcome: health fields, status, next due time, history, audit.
+    pub(super) async fn record_test_outcome(
         &self,
         ctx: &RequestContext,
         row: keys::Model,
@@ -192,6 +194,7 @@ impl Services {
     ) -> AppResult<keys::Model> {
         let ctx = ctx.clone();
         let connection_id = row.id;
+        let interval = self.health_check_interval;
         let updated = self
             .db
             .transaction::<_, keys::Model, AppError>(move |txn| {
@@ -227,6 +230,8 @@ impl Services {
                         }
                     };
                     active.updated_at = Set(now);
+                    let code = outcome.as_ref().err().map(|e| e.code);
+                    active.next_check_at = Set(next_check_at(after, code, interval, now));
                     let updated = active.update(txn).await?;
                     record_check(txn, &updated, outcome.as_ref(), source).await?;
                     audit::record(txn, &ctx, Some(connection_id), action::TESTED, details).await?;
@@ -303,6 +308,12 @@ impl Services {
         active.api_key_hint = Set(new_hint.clone());
         apply_success(&mut active, &report, now);
         active.updated_at = Set(now);
+        active.next_check_at = Set(next_check_at(
+            ConnectionStatus::Healthy,
+            None,
+            self.health_check_interval,
+            now,
+        ));
         let before = row.status.clone();
         let ctx = ctx.clone();
         let updated = self
@@ -576,7 +587,8 @@ fn apply_success(row: &mut keys::ActiveModel, report: &TestReport, now: chrono::
     row.last_error = Set(None);
 }
 
-/// Appends a row to the connection's health history.
+/// Appends a row to the connection's health history and counts the call
+/// in its usage bucket.
 async fn record_check(
     txn: &impl ConnectionTrait,
     row: &keys::Model,
@@ -592,11 +604,12 @@ async fn record_check(
             Some(error.message.clone()),
         ),
     };
+    let now = entity::now();
     checks::Entity::insert(checks::ActiveModel {
         id: Set(Uuid::now_v7()),
         connection_id: Set(row.id),
         user_id: Set(row.user_id),
-        checked_at: Set(entity::now()),
+        checked_at: Set(now),
         ok: Set(ok),
         latency_ms: Set(latency),
         error_code: Set(code),
@@ -605,5 +618,6 @@ async fn record_check(
     })
     .exec_without_returning(txn)
     .await?;
+    super::usage::record(txn, row.id, row.user_id, now, outcome).await?;
     Ok(())
 }

@@ -150,6 +150,7 @@ impl Services {
             .map_err(AppError::internal)?;
         let before = row.status.clone();
         let ctx = ctx.clone();
+        let interval = self.health_check_interval;
         let updated = self
             .db
             .transaction::<_, keys::Model, AppError>(move |txn| {
@@ -162,6 +163,12 @@ impl Services {
                     active.last_success_at = Set(Some(now));
                     active.consecutive_failures = Set(0);
                     active.last_error = Set(None);
+                    active.next_check_at = Set(super::health::next_check_at(
+                        ConnectionStatus::Healthy,
+                        None,
+                        interval,
+                        now,
+                    ));
                     let updated = active.update(txn).await?;
                     audit::record(
                         txn,
@@ -209,6 +216,7 @@ impl Services {
                         active.status = Set(ConnectionStatus::NeedsReauth.as_str().into());
                         active.access_token_encrypted = Set(None);
                         active.session_expires_at = Set(None);
+                        active.next_check_at = Set(None);
                         active.update(txn).await?;
                         audit::record(
                             txn,

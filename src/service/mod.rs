@@ -1,15 +1,18 @@
 //! The business rules: create, test, rotate, revoke, list, audit. Every
 //! write and its audit entry commit in one transaction. GraphQL resolvers
-//! (and later the worker) call this layer; only this layer touches entities.
+//! and the health-monitor worker call this layer; only this layer touches entities.
 
 pub mod audit;
 pub mod connections;
 pub mod diagnosis;
+pub mod health;
 pub mod input;
 pub mod kite;
+pub mod lease;
 pub mod limits;
 pub mod policy;
 pub mod status;
+pub mod usage;
 pub mod users;
 pub mod views;
 
@@ -66,4 +69,6 @@ pub struct Services {
     pub policy: policy::KeyPolicy,
     /// Per-user limit on mutations that call an exchange.
     pub limiter: Arc<limits::ExchangeCallLimiter>,
+    /// `HEALTH_CHECK_INTERVAL`: when each check schedules the next one.
+    pub health_check_interval: std::time::Duration,
 }
