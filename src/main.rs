@@ -97,8 +97,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 /// until the schema is current, and needs no JWT settings (it serves nothing).
 async fn worker(settings: Settings) -> anyhow::Result<()> {
     telemetry::init_logging(&settings.log_format);
-    // The embedded default's development secrets, when it runs beside it.
-    let (settings, _) = startup::with_dev_secrets(settings)?;
+    // Without ENCRYPTION_KEYS: the embedded default's development key, when it runs beside it.
+    let settings = if settings.encryption_keys.is_none() && settings.encryption_keys_file.is_none() {
+        startup::with_dev_secrets(settings)?.0
+    } else {
+        settings
+    };
     let config = settings.validate_for_worker()?;
     let keyring = KeyRing::parse(config.encryption_keys.expose(), "ENCRYPTION_KEYS")?;
     let db = startup::connect_database(&config.database_url).await?;

@@ -716,6 +716,8 @@ async fn worker_process_stops_gracefully_and_releases_its_leases() {
         "abandoned check's lease released"
     );
     assert!(history(&app, id, Some("worker")).await.is_empty());
+    // It needed no JWT settings and made no development secrets.
+    assert!(!dir.0.join("data/dev-secrets.json").exists());
 }
 
 /// The worker never migrates: it refuses to start on an unmigrated database.
