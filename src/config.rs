@@ -53,6 +53,26 @@ pub struct Settings {
     /// How often each connection is health-checked (`300s`, `5m`, or plain seconds).
     #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value = "5m")]
     pub health_check_interval: String,
+    /// Run the health-monitor worker inside `serve`. Default: on for SQLite
+    /// (the embedded default), off for PostgreSQL (run `exchange-connections worker` replicas).
+    #[arg(long, env = "RUN_WORKER", action = clap::ArgAction::Set)]
+    pub run_worker: Option<bool>,
+    /// How long a worker holds a claimed connection without renewing it; a
+    /// crashed worker's checks are picked up by another once it lapses.
+    #[arg(long, env = "WORKER_LEASE", default_value = "60s")]
+    pub worker_lease: String,
+    /// How often an idle worker looks for due connections.
+    #[arg(long, env = "WORKER_POLL_INTERVAL", default_value = "1s")]
+    pub worker_poll_interval: String,
+    /// Due connections a worker claims at once.
+    #[arg(long, env = "WORKER_BATCH", default_value_t = 50)]
+    pub worker_batch: u64,
+    /// Checks one worker runs at the same time.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 16)]
+    pub worker_concurrency: usize,
+    /// Health checks kept per connection (older ones are pruned by the worker).
+    #[arg(long, env = "HEALTH_CHECK_RETENTION", default_value_t = 1000)]
+    pub health_check_retention: u64,
     /// Where the embedded default keeps its SQLite file and development secrets.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -167,6 +187,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub egress_ips: Vec<String>,
     pub health_check_interval: Duration,
+    /// Run the health-monitor worker inside `serve`.
+    pub run_worker: bool,
+    pub worker: crate::worker::WorkerConfig,
     pub session_sweep_interval: Duration,
     pub websocket: WebSocketLimits,
     pub rate_limits: crate::http::RateLimits,
@@ -210,6 +233,16 @@ impl Settings {
     /// Validates the settings. Development secrets are filled in by
     /// [`crate::startup::dev_secrets`] before this, when allowed.
     pub fn validate(&self) -> Result<Config, ConfigError> {
+        self.validate_with(true)
+    }
+
+    /// Validates the settings of `exchange-connections worker`, which
+    /// verifies no tokens and so needs no JWT settings.
+    pub fn validate_for_worker(&self) -> Result<Config, ConfigError> {
+        self.validate_with(false)
+    }
+
+    fn validate_with(&self, require_jwt: bool) -> Result<Config, ConfigError> {
         let (database_url, embedded_database) = self.database()?;
 
         let jwt_secret = read_secret(
@@ -227,7 +260,7 @@ impl Settings {
             Some(url) => Some(parse_url("JWT_JWKS_URL", url, true)?),
             None => None,
         };
-        if jwt_secret.is_none() && jwt_jwks_url.is_none() {
+        if require_jwt && jwt_secret.is_none() && jwt_jwks_url.is_none() {
             return Err(ConfigError::new(
                 "JWT_SECRET",
                 "set JWT_SECRET (or JWT_SECRET_FILE) or JWT_JWKS_URL",
@@ -272,6 +305,10 @@ impl Settings {
         if health_check_interval < Duration::from_secs(1) {
             return Err(ConfigError::new("HEALTH_CHECK_INTERVAL", "must be at least 1s"));
         }
+        let worker = self.worker_config(health_check_interval)?;
+        let run_worker = self
+            .run_worker
+            .unwrap_or(embedded_database || database_url.starts_with("sqlite:"));
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::new("MAX_BODY_BYTES", "must be at least 1024"));
         }
@@ -306,6 +343,8 @@ impl Settings {
             cors_origins,
             egress_ips,
             health_check_interval,
+            run_worker,
+            worker,
             session_sweep_interval: parse_duration(&self.session_sweep_interval)
                 .filter(|d| *d >= Duration::from_millis(100))
                 .ok_or_else(|| ConfigError::new("SESSION_SWEEP_INTERVAL", "expected a duration of at least 100ms"))?,
@@ -343,6 +382,34 @@ impl Settings {
             endpoints,
             data_dir: self.data_dir.clone(),
             dev_secrets: false,
+        })
+    }
+}
+
+impl Settings {
+    fn worker_config(&self, interval: Duration) -> Result<crate::worker::WorkerConfig, ConfigError> {
+        let lease = parse_duration(&self.worker_lease)
+            .filter(|d| *d >= Duration::from_secs(1))
+            .ok_or_else(|| ConfigError::new("WORKER_LEASE", "expected a duration of at least 1s"))?;
+        let poll = parse_duration(&self.worker_poll_interval)
+            .filter(|d| *d >= Duration::from_millis(10))
+            .ok_or_else(|| ConfigError::new("WORKER_POLL_INTERVAL", "expected a duration of at least 10ms"))?;
+        if !(1..=10_000).contains(&self.worker_batch) {
+            return Err(ConfigError::new("WORKER_BATCH", "must be between 1 and 10000"));
+        }
+        if !(1..=10_000).contains(&self.worker_concurrency) {
+            return Err(ConfigError::new("WORKER_CONCURRENCY", "must be between 1 and 10000"));
+        }
+        if self.health_check_retention < 1 {
+            return Err(ConfigError::new("HEALTH_CHECK_RETENTION", "must be at least 1"));
+        }
+        Ok(crate::worker::WorkerConfig {
+            interval,
+            lease,
+            poll,
+            batch: self.worker_batch,
+            concurrency: self.worker_concurrency,
+            retention: self.health_check_retention,
         })
     }
 }
@@ -500,5 +567,43 @@ mod tests {
         let mut s = settings();
         s.encryption_keys = None;
         assert_eq!(s.validate().unwrap_err().setting, "ENCRYPTION_KEYS");
+        for (setting, adjust) in [
+            (
+                "WORKER_LEASE",
+                (|s: &mut Settings| s.worker_lease = "0s".into()) as fn(&mut Settings),
+            ),
+            ("WORKER_LEASE", |s| s.worker_lease = "later".into()),
+            ("WORKER_POLL_INTERVAL", |s| s.worker_poll_interval = "1ms".into()),
+            ("WORKER_BATCH", |s| s.worker_batch = 0),
+            ("WORKER_CONCURRENCY", |s| s.worker_concurrency = 0),
+            ("HEALTH_CHECK_RETENTION", |s| s.health_check_retention = 0),
+        ] {
+            let mut s = settings();
+            adjust(&mut s);
+            assert_eq!(s.validate().unwrap_err().setting, setting);
+        }
+    }
+
+    #[test]
+    fn worker_runs_in_serve_on_sqlite_only_by_default() {
+        assert!(settings().validate().unwrap().run_worker);
+        let mut s = settings();
+        s.database_url = Some("postgres://db/app".into());
+        assert!(!s.validate().unwrap().run_worker);
+        s.run_worker = Some(true);
+        assert!(s.validate().unwrap().run_worker);
+        let mut s = settings();
+        s.run_worker = Some(false);
+        assert!(!s.validate().unwrap().run_worker);
+    }
+
+    #[test]
+    fn the_worker_needs_no_jwt_settings() {
+        let mut s = settings();
+        s.jwt_secret = None;
+        assert_eq!(s.validate().unwrap_err().setting, "JWT_SECRET");
+        let config = s.validate_for_worker().unwrap();
+        assert_eq!(config.worker.lease, Duration::from_secs(60));
+        assert_eq!(config.worker.retention, 1000);
     }
 }

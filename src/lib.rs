@@ -18,6 +18,7 @@ pub mod http;
 pub mod service;
 pub mod startup;
 pub mod telemetry;
+pub mod worker;
 
 /// Installs the process-wide crypto providers (rustls and jsonwebtoken both
 /// use aws-lc-rs). Call once at start; later calls do nothing.

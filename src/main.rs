@@ -1,10 +1,10 @@
-//! The `exchange-connections` binary: `serve` (the default), `migrate`,
-//! `schema` and `keygen`.
+//! The `exchange-connections` binary: `serve` (the default), `worker`,
+//! `migrate`, `schema` and `keygen`.
 
 use clap::{Parser, Subcommand};
 use exchange_connections::config::Settings;
 use exchange_connections::startup::{self, Application};
-use exchange_connections::{crypto::KeyRing, graphql, telemetry};
+use exchange_connections::{crypto::KeyRing, graphql, telemetry, worker};
 use std::process::ExitCode;
 
 // Many small, short-lived allocations per request (JSON, GraphQL values):
@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Serve GraphQL, GraphiQL, health and metrics (the default).
     Serve(Box<Settings>),
+    /// Run the health monitor: check due connections until SIGTERM.
+    Worker(Box<Settings>),
     /// Apply database migrations.
     Migrate(Box<Settings>),
     /// Print the GraphQL schema (SDL); `schema.graphql` is its output.
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Serve(settings)) => run(async move { serve(*settings).await }),
+        Some(Command::Worker(settings)) => run(async move { worker(*settings).await }),
         Some(Command::Migrate(settings)) => run(async move { migrate(*settings).await }),
         None => run(async move { serve(Settings::default()).await }),
     }
@@ -88,6 +91,27 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!("  Header:     {{\"Authorization\": \"Bearer {token}\"}}\n");
     }
     app.run_until(startup::shutdown_signal()).await
+}
+
+/// The health monitor on its own. It never migrates: it refuses to start
+/// until the schema is current, and needs no JWT settings (it serves nothing).
+async fn worker(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init_logging(&settings.log_format);
+    // Without ENCRYPTION_KEYS: the embedded default's development key, when it runs beside it.
+    let settings = if settings.encryption_keys.is_none() && settings.encryption_keys_file.is_none() {
+        startup::with_dev_secrets(settings)?.0
+    } else {
+        settings
+    };
+    let config = settings.validate_for_worker()?;
+    let keyring = KeyRing::parse(config.encryption_keys.expose(), "ENCRYPTION_KEYS")?;
+    let db = startup::connect_database(&config.database_url).await?;
+    startup::prepare_schema(&db, false).await?;
+    let services = startup::build_services(&config, db.clone(), keyring)?;
+    telemetry::metrics_handle();
+    worker::run_until_stopped(services, config.worker.clone(), startup::shutdown_signal()).await;
+    db.close().await.ok();
+    Ok(())
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {

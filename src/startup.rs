@@ -31,6 +31,7 @@ pub struct Application {
     session_sweep_interval: Duration,
     /// Tells WebSocket sessions the server is shutting down.
     stop_sender: tokio::sync::watch::Sender<()>,
+    worker: Option<crate::worker::WorkerConfig>,
     pub local_addr: SocketAddr,
     pub db: DatabaseConnection,
 }
@@ -105,12 +106,7 @@ impl Application {
     }
 
     async fn build_with(config: Config, db: DatabaseConnection, keyring: KeyRing) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("exchange-connections/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .build()
-            .context("building the HTTP client")?;
+        let services = build_services(&config, db.clone(), keyring)?;
         let verifier = Verifier::new(
             AuthConfig {
                 hs256_secret: config.jwt_secret.clone(),
@@ -118,30 +114,11 @@ impl Application {
                 audience: config.jwt_audience.clone(),
                 issuer: config.jwt_issuer.clone(),
             },
-            http.clone(),
+            http_client()?,
         )
         .map_err(|e| anyhow::anyhow!("JWT configuration: {e}"))?;
-        let exchanges = ExchangeRegistry::new(&config.endpoints, http, &config.egress_ips);
         let (stop_sender, stop_receiver) = tokio::sync::watch::channel(());
-        let events = match &config.redis_url {
-            Some(url) => EventHub::redis(url, EVENTS_CHANNEL)?,
-            None => EventHub::in_process(),
-        };
-        let services = Services {
-            db: db.clone(),
-            keyring: Arc::new(keyring),
-            exchanges,
-            users: Arc::new(UserDirectory::default()),
-            egress_ips: Arc::new(config.egress_ips.clone()),
-            policy: crate::service::policy::KeyPolicy {
-                allow_withdrawal_keys: config.allow_withdrawal_keys,
-            },
-            limiter: Arc::new(crate::service::limits::ExchangeCallLimiter::new(
-                config.exchange_tests_per_minute,
-                config.exchange_tests_burst,
-            )),
-            events: events.clone(),
-        };
+        let events = services.events.clone();
         let schema = crate::graphql::build_schema(services.clone(), config.introspection);
         let state = HttpState {
             schema,
@@ -172,9 +149,15 @@ impl Application {
             services,
             session_sweep_interval: config.session_sweep_interval,
             stop_sender,
+            worker: config.run_worker.then(|| config.worker.clone()),
             local_addr,
             db,
         })
+    }
+
+    /// The service layer this application runs on.
+    pub fn services(&self) -> Services {
+        self.services.clone()
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests.
@@ -188,6 +171,17 @@ impl Application {
             }
         });
         let sweeper = tokio::spawn(sweep_sessions(self.services.clone(), self.session_sweep_interval));
+        // The in-serve worker stops claiming when the shutdown signal comes.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let worker = self.worker.map(|config| {
+            let mut stopped = stopped.clone();
+            let until = async move { drop(stopped.wait_for(|stop| *stop).await) };
+            tokio::spawn(crate::worker::run_until_stopped(self.services.clone(), config, until))
+        });
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let stop_sender = self.stop_sender;
         let shutdown = async move {
@@ -197,6 +191,9 @@ impl Application {
         let result = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
         self.services.events.shutdown();
         upkeep.abort();
         sweeper.abort();
@@ -207,6 +204,39 @@ impl Application {
 
 /// The Redis pub/sub channel every process of a deployment shares.
 pub const EVENTS_CHANNEL: &str = "exchange-connections:events";
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("exchange-connections/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// The service layer, as `serve` and `worker` both run it.
+pub fn build_services(config: &Config, db: DatabaseConnection, keyring: KeyRing) -> anyhow::Result<Services> {
+    let exchanges = ExchangeRegistry::new(&config.endpoints, http_client()?, &config.egress_ips);
+    Ok(Services {
+        db,
+        keyring: Arc::new(keyring),
+        exchanges,
+        users: Arc::new(UserDirectory::default()),
+        egress_ips: Arc::new(config.egress_ips.clone()),
+        policy: crate::service::policy::KeyPolicy {
+            allow_withdrawal_keys: config.allow_withdrawal_keys,
+        },
+        limiter: Arc::new(crate::service::limits::ExchangeCallLimiter::new(
+            config.exchange_tests_per_minute,
+            config.exchange_tests_burst,
+        )),
+        health_check_interval: config.health_check_interval,
+        events: match &config.redis_url {
+            Some(url) => EventHub::redis(url, EVENTS_CHANNEL)?,
+            None => EventHub::in_process(),
+        },
+    })
+}
 
 /// Moves connections whose exchange session expired to `NEEDS_REAUTH`.
 /// Errors are logged and the loop goes on: a failed sweep is retried next tick.

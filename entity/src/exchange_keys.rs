@@ -39,6 +39,9 @@ pub struct Model {
     /// Zerodha Kite: the day's session token (Fernet) and when it expires.
     pub access_token_encrypted: Option<String>,
     pub session_expires_at: Option<DateTimeUtc>,
+    /// The health-monitor worker holding this connection's check, and until when.
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

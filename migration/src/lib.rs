@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261203_000001_create_tables;
 mod m20261203_000002_kite_sessions;
+mod m20261203_000003_worker_leases;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261203_000001_create_tables::Migration),
             Box::new(m20261203_000002_kite_sessions::Migration),
+            Box::new(m20261203_000003_worker_leases::Migration),
         ]
     }
 }

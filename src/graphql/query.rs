@@ -3,8 +3,11 @@
 use super::context::caller;
 use super::exchanges::{ExchangeInfo, exchange_infos};
 use crate::service::audit;
+use crate::service::health::HealthSummaryView;
+use crate::service::usage::UsageBucketView;
 use crate::service::views::{AuditLogPageView, ConnectionView};
 use async_graphql::{Context, ErrorExtensions, ID, Object, Result};
+use chrono::{DateTime, Utc};
 
 pub struct QueryRoot;
 
@@ -56,6 +59,29 @@ impl QueryRoot {
         )
         .await
         .map_err(|e| e.extend())
+    }
+
+    /// Hourly usage of one of the caller's connections, oldest first; hours
+    /// without calls are omitted. `from` defaults to 24 hours before `to`,
+    /// `to` to now; the range may span at most 31 days.
+    async fn connection_usage(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<UsageBucketView>> {
+        let (services, rc) = caller(ctx).await.map_err(|e| e.extend())?;
+        services
+            .connection_usage(&rc, &id, from, to)
+            .await
+            .map_err(|e| e.extend())
+    }
+
+    /// The caller's connections by status and exchange, and recent failures.
+    async fn health_summary(&self, ctx: &Context<'_>) -> Result<HealthSummaryView> {
+        let (services, rc) = caller(ctx).await.map_err(|e| e.extend())?;
+        services.health_summary(&rc).await.map_err(|e| e.extend())
     }
 
     /// What each exchange needs, its IP-whitelist rules and docs.

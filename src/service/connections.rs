@@ -4,6 +4,7 @@
 
 use super::announce::kind;
 use super::audit::{self, action};
+use super::health::next_check_at;
 use super::input::{CreateConnectionInput, CredentialsInput, parse_id, validate_label, validate_reason};
 use super::status::next_status;
 use super::views::{ConnectionView, ExchangeErrorView, TestResultView};
@@ -134,6 +135,7 @@ impl Services {
         if let Some(report) = &report {
             apply_success(&mut row, report, now);
         }
+        row.next_check_at = Set(next_check_at(status, None, self.health_check_interval, now));
 
         let details = json!({
             "exchange": exchange,
@@ -185,8 +187,8 @@ impl Services {
         Ok(result)
     }
 
-    /// Applies a test's outcome: health fields, status, history, audit.
-    async fn record_test_outcome(
+    /// Applies a test's outcome: health fields, status, next due time, history, audit.
+    pub(super) async fn record_test_outcome(
         &self,
         ctx: &RequestContext,
         row: keys::Model,
@@ -195,6 +197,7 @@ impl Services {
     ) -> AppResult<keys::Model> {
         let ctx = ctx.clone();
         let connection_id = row.id;
+        let interval = self.health_check_interval;
         let (updated, before, entries) = self
             .db
             .transaction::<_, (keys::Model, ConnectionStatus, Vec<audit::Entry>), AppError>(move |txn| {
@@ -230,6 +233,8 @@ impl Services {
                         }
                     };
                     active.updated_at = Set(now);
+                    let code = outcome.as_ref().err().map(|e| e.code);
+                    active.next_check_at = Set(next_check_at(after, code, interval, now));
                     let updated = active.update(txn).await?;
                     record_check(txn, &updated, outcome.as_ref(), source).await?;
                     let mut entries =
@@ -315,6 +320,12 @@ impl Services {
         active.api_key_hint = Set(new_hint.clone());
         apply_success(&mut active, &report, now);
         active.updated_at = Set(now);
+        active.next_check_at = Set(next_check_at(
+            ConnectionStatus::Healthy,
+            None,
+            self.health_check_interval,
+            now,
+        ));
         let before = row.status.clone();
         let ctx = ctx.clone();
         let status_before = before.clone();
@@ -597,7 +608,8 @@ fn apply_success(row: &mut keys::ActiveModel, report: &TestReport, now: chrono::
     row.last_error = Set(None);
 }
 
-/// Appends a row to the connection's health history.
+/// Appends a row to the connection's health history and counts the call
+/// in its usage bucket.
 async fn record_check(
     txn: &impl ConnectionTrait,
     row: &keys::Model,
@@ -613,11 +625,12 @@ async fn record_check(
             Some(error.message.clone()),
         ),
     };
+    let now = entity::now();
     checks::Entity::insert(checks::ActiveModel {
         id: Set(Uuid::now_v7()),
         connection_id: Set(row.id),
         user_id: Set(row.user_id),
-        checked_at: Set(entity::now()),
+        checked_at: Set(now),
         ok: Set(ok),
         latency_ms: Set(latency),
         error_code: Set(code),
@@ -626,5 +639,6 @@ async fn record_check(
     })
     .exec_without_returning(txn)
     .await?;
+    super::usage::record(txn, row.id, row.user_id, now, outcome).await?;
     Ok(())
 }

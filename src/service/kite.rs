@@ -153,6 +153,7 @@ impl Services {
         let before = row.status.clone();
         let status_before = before.clone();
         let ctx = ctx.clone();
+        let interval = self.health_check_interval;
         let (updated, entries) = self
             .db
             .transaction::<_, (keys::Model, Vec<audit::Entry>), AppError>(move |txn| {
@@ -165,6 +166,12 @@ impl Services {
                     active.last_success_at = Set(Some(now));
                     active.consecutive_failures = Set(0);
                     active.last_error = Set(None);
+                    active.next_check_at = Set(super::health::next_check_at(
+                        ConnectionStatus::Healthy,
+                        None,
+                        interval,
+                        now,
+                    ));
                     let updated = active.update(txn).await?;
                     let mut entries = vec![
                         audit::record(
@@ -219,6 +226,7 @@ impl Services {
                         active.status = Set(ConnectionStatus::NeedsReauth.as_str().into());
                         active.access_token_encrypted = Set(None);
                         active.session_expires_at = Set(None);
+                        active.next_check_at = Set(None);
                         let updated = active.update(txn).await?;
                         let entry = audit::record(
                             txn,

@@ -1,16 +1,19 @@
 //! The business rules: create, test, rotate, revoke, list, audit. Every
 //! write and its audit entry commit in one transaction. GraphQL resolvers
-//! (and later the worker) call this layer; only this layer touches entities.
+//! and the health-monitor worker call this layer; only this layer touches entities.
 
 mod announce;
 pub mod audit;
 pub mod connections;
 pub mod diagnosis;
+pub mod health;
 pub mod input;
 pub mod kite;
+pub mod lease;
 pub mod limits;
 pub mod policy;
 pub mod status;
+pub mod usage;
 pub mod users;
 pub mod views;
 
@@ -69,4 +72,6 @@ pub struct Services {
     pub limiter: Arc<limits::ExchangeCallLimiter>,
     /// Where committed changes are announced to subscribers.
     pub events: crate::events::EventHub,
+    /// `HEALTH_CHECK_INTERVAL`: when each check schedules the next one.
+    pub health_check_interval: std::time::Duration,
 }

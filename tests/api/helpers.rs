@@ -4,6 +4,7 @@
 use crate::mock::binance::MockBinance;
 use crate::mock::kite::MockKite;
 use exchange_connections::config::Settings;
+use exchange_connections::service::Services;
 use exchange_connections::startup::{self, Application};
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
@@ -39,6 +40,8 @@ pub struct TestApp {
     /// The app's database, for checks behind its back.
     pub db: DatabaseConnection,
     pub database_url: String,
+    /// The app's service layer, for calls the API does not offer (worker leases).
+    pub services: Services,
     _dir: TempDir,
 }
 
@@ -75,6 +78,8 @@ pub fn test_settings(database_url: String, binance: &MockBinance, data_dir: &std
         cors_origins: "https://app.example.com".into(),
         egress_ips: "203.0.113.7".into(),
         health_check_interval: "5m".into(),
+        // Off so tests that count exchange requests are not disturbed; worker tests turn it on.
+        run_worker: Some(false),
         data_dir: data_dir.to_path_buf(),
         max_body_bytes: 64 * 1024,
         binance_base_url: binance.base_url.as_str().trim_end_matches('/').into(),
@@ -138,10 +143,12 @@ impl TestApp {
         // Tests send many requests from one address; the limit tests set their own.
         settings.rate_limit_per_ip = 1_000_000;
         settings.rate_limit_per_user = 1_000_000;
+        settings.auth_failures_per_ip = 1_000_000;
         adjust(&mut settings);
         let config = settings.validate().expect("valid test settings");
         let app = Application::build(config).await.expect("build app");
         let addr = app.local_addr;
+        let services = app.services();
         tokio::spawn(app.run_until(std::future::pending()));
         let db = startup::connect_database(&url).await.expect("connect");
         TestApp {
@@ -154,6 +161,7 @@ impl TestApp {
             kite,
             db,
             database_url: url,
+            services,
             _dir: dir,
         }
     }

@@ -19,4 +19,5 @@ mod redis_hub;
 mod resilience;
 mod subscriptions;
 mod tcp_proxy;
+mod worker;
 mod ws_client;

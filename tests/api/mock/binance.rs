@@ -106,6 +106,8 @@ struct MockState {
     clock_offset_ms: i64,
     /// `tradingAuthorityExpirationTime` in `apiRestrictions`, when set.
     trading_expiration_ms: Option<i64>,
+    /// Requests with these API keys wait this long before being answered.
+    held: HashMap<String, Duration>,
     /// Request weight used in the current minute, per limit family.
     api_weight: WeightWindow,
     sapi_weight: WeightWindow,
@@ -183,6 +185,7 @@ impl MockBinance {
             frozen_now_ms: None,
             clock_offset_ms: 0,
             trading_expiration_ms: None,
+            held: HashMap::new(),
             api_weight: WeightWindow::default(),
             sapi_weight: WeightWindow::default(),
         }));
@@ -244,6 +247,16 @@ impl MockBinance {
     /// answers, as Binance does for keys whose trading right lapses.
     pub fn set_trading_expiration_ms(&self, at_ms: Option<i64>) {
         self.lock().trading_expiration_ms = at_ms;
+    }
+
+    /// Holds every request made with `api_key` for `delay` before answering
+    /// it (`None` stops holding new ones), as a slow exchange would.
+    pub fn hold_key(&self, api_key: &str, delay: Option<Duration>) {
+        let mut state = self.lock();
+        match delay {
+            Some(delay) => state.held.insert(api_key.to_owned(), delay),
+            None => state.held.remove(api_key),
+        };
     }
 
     pub fn request_count(&self) -> usize {
@@ -352,6 +365,10 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body = String::from_utf8_lossy(&body).into_owned();
+    let hold = api_key.as_ref().and_then(|key| lock(&state).held.get(key).copied());
+    if let Some(hold) = hold {
+        tokio::time::sleep(hold).await;
+    }
 
     let answer = {
         let mut s = lock(&state);

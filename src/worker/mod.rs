@@ -1,0 +1,110 @@
+//! The health monitor: claims due connections in batches under a lease,
+//! checks them with bounded concurrency through the service layer (so each
+//! check is recorded, audited and published like a manual test), and gives
+//! each lease back when its check is done. Any number of workers can share
+//! one database; a crashed worker's leases lapse and are claimed again.
+//! Runs as `exchange-connections worker`, or inside `serve` (RUN_WORKER).
+
+mod check;
+mod upkeep;
+
+use crate::service::Services;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// The worker's settings (validated in [`crate::config`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// `HEALTH_CHECK_INTERVAL`: the time between two checks of a connection.
+    pub interval: Duration,
+    /// How long a claim holds without renewal.
+    pub lease: Duration,
+    /// How often an idle worker looks for due connections.
+    pub poll: Duration,
+    /// Connections claimed at once.
+    pub batch: u64,
+    /// Checks in flight at once.
+    pub concurrency: usize,
+    /// Health checks kept per connection.
+    pub retention: u64,
+}
+
+/// How long a stopping worker lets its checks in flight finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs until `shutdown` completes: then stops claiming, gives checks in
+/// flight [`SHUTDOWN_GRACE`] to finish, abandons the rest and releases
+/// every lease it still holds. Errors are logged; the loop never panics.
+pub async fn run_until_stopped(services: Services, config: WorkerConfig, shutdown: impl Future<Output = ()>) {
+    let owner = uuid::Uuid::new_v4().to_string();
+    tracing::info!(worker_id = %owner, lease = ?config.lease, concurrency = config.concurrency, "health monitor started");
+    match services.schedule_unscheduled().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(scheduled = n, "scheduled connections that had no due time"),
+        Err(error) => tracing::warn!(%error, "scheduling unscheduled connections failed"),
+    }
+    let renewer = tokio::spawn(upkeep::renew_leases(services.clone(), owner.clone(), config.lease));
+    let pruner = tokio::spawn(upkeep::prune_history(
+        services.clone(),
+        config.retention,
+        config.interval.clamp(Duration::from_secs(1), Duration::from_secs(600)),
+    ));
+    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let mut inflight = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while inflight.try_join_next().is_some() {}
+        let free = permits.available_permits() as u64;
+        let mut more_due = false;
+        if free > 0 {
+            let want = free.min(config.batch);
+            match services.claim_due(&owner, want, config.lease).await {
+                Ok(claims) => {
+                    more_due = claims.len() as u64 == want;
+                    metrics::counter!("worker_claimed_total").increment(claims.len() as u64);
+                    let reclaimed = claims.iter().filter(|c| c.reclaimed).count() as u64;
+                    if reclaimed > 0 {
+                        metrics::counter!("worker_leases_reclaimed_total").increment(reclaimed);
+                        tracing::info!(reclaimed, "claimed connections whose lease had lapsed");
+                    }
+                    for claim in claims {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            break;
+                        };
+                        inflight.spawn(check::run(
+                            services.clone(),
+                            owner.clone(),
+                            claim,
+                            config.interval,
+                            permit,
+                        ));
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "claiming due connections failed"),
+            }
+        }
+        let full = permits.available_permits() == 0;
+        let wait = if more_due && !full { Duration::ZERO } else { config.poll };
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            Some(_) = inflight.join_next(), if full => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    tracing::info!(worker_id = %owner, inflight = inflight.len(), "health monitor stopping");
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while inflight.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(abandoned = inflight.len(), "abandoning checks still in flight");
+        inflight.shutdown().await;
+    }
+    renewer.abort();
+    pruner.abort();
+    match services.release_all_leases(&owner).await {
+        Ok(released) => tracing::info!(worker_id = %owner, released, "health monitor stopped"),
+        Err(error) => tracing::warn!(%error, "releasing leases failed; they lapse on their own"),
+    }
+}
