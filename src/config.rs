@@ -5,6 +5,7 @@
 
 use crate::crypto::SecretString;
 use crate::exchange::ExchangeEndpoints;
+use crate::exchange::budget::KrakenTier;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,9 +18,12 @@ pub struct Settings {
     /// Database URL (`postgres://…` or `sqlite://…`). Default: a SQLite file in DATA_DIR.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Redis URL for the shared event hub and rate budgets (used by the live-status features).
+    /// Redis URL for the shared event hub and the exchange rate budgets shared by replicas.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Kraken verification tier of the connected accounts (`starter`, `intermediate`, `pro`): sets the call counter.
+    #[arg(long, env = "KRAKEN_TIER", default_value = "starter")]
+    pub kraken_tier: String,
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
@@ -147,6 +151,9 @@ pub struct Config {
     pub exchange_tests_per_minute: u32,
     pub exchange_tests_burst: u32,
     pub endpoints: ExchangeEndpoints,
+    /// Shared rate budgets (and event hub) when set; in-process budgets otherwise.
+    pub redis_url: Option<SecretString>,
+    pub kraken_tier: KrakenTier,
     pub data_dir: PathBuf,
     /// Development secrets were generated into DATA_DIR (embedded default only).
     pub dev_secrets: bool,
@@ -273,6 +280,14 @@ impl Settings {
             exchange_tests_per_minute: self.exchange_tests_per_minute,
             exchange_tests_burst: self.exchange_tests_burst,
             endpoints,
+            redis_url: self
+                .redis_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(SecretString::new),
+            kraken_tier: KrakenTier::parse(&self.kraken_tier)
+                .ok_or_else(|| ConfigError::new("KRAKEN_TIER", "expected starter, intermediate or pro"))?,
             data_dir: self.data_dir.clone(),
             dev_secrets: false,
         })

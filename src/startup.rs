@@ -118,7 +118,11 @@ impl Application {
             http.clone(),
         )
         .map_err(|e| anyhow::anyhow!("JWT configuration: {e}"))?;
-        let exchanges = ExchangeRegistry::new(&config.endpoints, http, &config.egress_ips);
+        // Lazy: Redis being down delays no startup, only calls that need budgets.
+        let budgets = crate::exchange::shared::connect(config.redis_url.as_ref().map(|u| u.expose()))
+            .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
+        let exchanges =
+            ExchangeRegistry::with_store(&config.endpoints, http, &config.egress_ips, budgets, config.kraken_tier);
         let services = Services {
             db: db.clone(),
             keyring: Arc::new(keyring),

@@ -14,3 +14,4 @@ mod kraken_client;
 mod mock;
 mod policy;
 mod resilience;
+mod shared_budgets;
