@@ -5,6 +5,7 @@
 
 use crate::crypto::SecretString;
 use crate::exchange::ExchangeEndpoints;
+use crate::exchange::budget::KrakenTier;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,9 +18,12 @@ pub struct Settings {
     /// Database URL (`postgres://…` or `sqlite://…`). Default: a SQLite file in DATA_DIR.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Redis URL for the shared event hub and rate budgets (used by the live-status features).
+    /// Redis URL for the shared event hub and the exchange rate budgets shared by replicas.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Kraken verification tier of the connected accounts (`starter`, `intermediate`, `pro`): sets the call counter.
+    #[arg(long, env = "KRAKEN_TIER", default_value = "starter")]
+    pub kraken_tier: String,
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
@@ -176,8 +180,6 @@ pub struct Config {
     pub database_url: String,
     /// True when running the embedded default (SQLite file in DATA_DIR).
     pub embedded_database: bool,
-    /// Redis for the event hub and shared budgets; `None`: in-process.
-    pub redis_url: Option<String>,
     pub listen_addr: SocketAddr,
     pub jwt_secret: Option<SecretString>,
     pub jwt_jwks_url: Option<Url>,
@@ -200,6 +202,9 @@ pub struct Config {
     pub exchange_tests_per_minute: u32,
     pub exchange_tests_burst: u32,
     pub endpoints: ExchangeEndpoints,
+    /// Shared rate budgets (and event hub) when set; in-process budgets otherwise.
+    pub redis_url: Option<SecretString>,
+    pub kraken_tier: KrakenTier,
     pub data_dir: PathBuf,
     /// Development secrets were generated into DATA_DIR (embedded default only).
     pub dev_secrets: bool,
@@ -322,7 +327,7 @@ impl Settings {
         };
         let redis_url = match self.redis_url.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => Some(url.to_string()),
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => Some(SecretString::new(url)),
             Some(_) => {
                 return Err(ConfigError::new(
                     "REDIS_URL",
@@ -333,7 +338,6 @@ impl Settings {
         Ok(Config {
             database_url,
             embedded_database,
-            redis_url,
             listen_addr: self.listen_addr,
             jwt_secret,
             jwt_jwks_url,
@@ -380,6 +384,9 @@ impl Settings {
             exchange_tests_per_minute: self.exchange_tests_per_minute,
             exchange_tests_burst: self.exchange_tests_burst,
             endpoints,
+            redis_url,
+            kraken_tier: KrakenTier::parse(&self.kraken_tier)
+                .ok_or_else(|| ConfigError::new("KRAKEN_TIER", "expected starter, intermediate or pro"))?,
             data_dir: self.data_dir.clone(),
             dev_secrets: false,
         })

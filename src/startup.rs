@@ -216,7 +216,16 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
 
 /// The service layer, as `serve` and `worker` both run it.
 pub fn build_services(config: &Config, db: DatabaseConnection, keyring: KeyRing) -> anyhow::Result<Services> {
-    let exchanges = ExchangeRegistry::new(&config.endpoints, http_client()?, &config.egress_ips);
+    // Lazy: Redis being down delays no startup, only calls that need budgets.
+    let budgets = crate::exchange::shared::connect(config.redis_url.as_ref().map(|u| u.expose()))
+        .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
+    let exchanges = ExchangeRegistry::with_store(
+        &config.endpoints,
+        http_client()?,
+        &config.egress_ips,
+        budgets,
+        config.kraken_tier,
+    );
     Ok(Services {
         db,
         keyring: Arc::new(keyring),
@@ -232,7 +241,7 @@ pub fn build_services(config: &Config, db: DatabaseConnection, keyring: KeyRing)
         )),
         health_check_interval: config.health_check_interval,
         events: match &config.redis_url {
-            Some(url) => EventHub::redis(url, EVENTS_CHANNEL)?,
+            Some(url) => EventHub::redis(url.expose(), EVENTS_CHANNEL)?,
             None => EventHub::in_process(),
         },
     })

@@ -5,12 +5,14 @@
 
 pub mod binance;
 pub mod budget;
+pub mod call;
 pub mod coinbase;
 pub mod common;
 mod error;
 pub mod kite;
 pub mod kraken;
 mod registry;
+pub mod shared;
 
 use crate::crypto::SecretString;
 use crate::domain::{Environment, Exchange, Permissions};

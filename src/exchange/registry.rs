@@ -2,9 +2,11 @@
 
 use super::ExchangeClient;
 use super::binance::BinanceClient;
+use super::budget::KrakenTier;
 use super::coinbase::CoinbaseClient;
 use super::kite::KiteClient;
 use super::kraken::KrakenClient;
+use super::shared::{BudgetStore, memory::MemoryStore};
 use crate::domain::Exchange;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,28 +53,56 @@ pub struct ExchangeRegistry {
 }
 
 impl ExchangeRegistry {
+    /// Clients whose budgets are kept in this process only.
     pub fn new(endpoints: &ExchangeEndpoints, http: reqwest::Client, egress_ips: &[String]) -> Self {
+        Self::with_store(
+            endpoints,
+            http,
+            egress_ips,
+            Arc::new(MemoryStore::new()),
+            KrakenTier::default(),
+        )
+    }
+
+    /// Clients sharing `store` for rate budgets, held `Retry-After`s, Kraken
+    /// nonces and Kraken's lockout memory (Redis for several replicas).
+    pub fn with_store(
+        endpoints: &ExchangeEndpoints,
+        http: reqwest::Client,
+        egress_ips: &[String],
+        store: Arc<dyn BudgetStore>,
+        kraken_tier: KrakenTier,
+    ) -> Self {
         let mut clients: HashMap<Exchange, Arc<dyn ExchangeClient>> = HashMap::new();
         let kite = Arc::new(
             KiteClient::new(http.clone(), endpoints.kite.clone(), endpoints.kite_login.clone())
-                .with_egress_ips(egress_ips.to_vec()),
+                .with_egress_ips(egress_ips.to_vec())
+                .with_budget_store(store.clone()),
         );
         clients.insert(Exchange::Zerodha, kite.clone());
         clients.insert(
             Exchange::Coinbase,
             Arc::new(
-                CoinbaseClient::new(http.clone(), endpoints.coinbase.clone()).with_egress_ips(egress_ips.to_vec()),
+                CoinbaseClient::new(http.clone(), endpoints.coinbase.clone())
+                    .with_egress_ips(egress_ips.to_vec())
+                    .with_budget_store(store.clone()),
             ),
         );
         clients.insert(
             Exchange::Kraken,
-            Arc::new(KrakenClient::new(http.clone(), endpoints.kraken.clone()).with_egress_ips(egress_ips.to_vec())),
+            Arc::new(
+                KrakenClient::new(http.clone(), endpoints.kraken.clone())
+                    .with_egress_ips(egress_ips.to_vec())
+                    .with_budget_store(store.clone())
+                    .with_tier(kraken_tier),
+            ),
         );
         clients.insert(
             Exchange::Binance,
             Arc::new(
                 BinanceClient::new(http, endpoints.binance.clone(), endpoints.binance_testnet.clone())
-                    .with_egress_ips(egress_ips.to_vec()),
+                    .with_egress_ips(egress_ips.to_vec())
+                    .with_budget_store(store),
             ),
         );
         Self { clients, kite }

@@ -1,5 +1,8 @@
 //! `/healthz` (the process is alive) and `/readyz` (it can serve: the
-//! database answers and the event hub reaches the other processes).
+//! database answers). `/readyz` also reports the event hub; a hub that lost
+//! Redis makes the process degraded (live events from other processes pause)
+//! but not unready: failing readiness on every replica at once would turn a
+//! Redis outage into a total one. `event_hub_connected` alerts on it.
 
 use super::HttpState;
 use crate::events::HubStatus;
@@ -19,7 +22,7 @@ pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>)
         Ok(Ok(()))
     );
     let hub = state.events.status() != HubStatus::Disconnected;
-    let ready = database && hub;
+    let ready = database;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -33,6 +36,10 @@ pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>)
     };
     (
         status,
-        Json(json!({ "ready": ready, "checks": { "database": up(database), "eventHub": hub_check } })),
+        Json(json!({
+            "ready": ready,
+            "degraded": !hub,
+            "checks": { "database": up(database), "eventHub": hub_check }
+        })),
     )
 }

@@ -1080,3 +1080,38 @@ async fn mock_clock_runs_ahead_or_behind() {
     assert_eq!(body["code"].as_i64(), Some(-1021));
     assert_eq!(body["msg"], "Timestamp for this request is outside of the recvWindow.");
 }
+
+#[tokio::test]
+async fn a_429_seen_by_one_replica_holds_the_next_call_of_another_through_redis() {
+    let store = crate::shared_budgets::shared_store().await;
+    let mock = MockBinance::start().await;
+    mock.add_hmac_key(KEY, SECRET, MockPermissions::default());
+    let first = client_for(&mock).with_budget_store(store.clone());
+    let second = client_for(&mock).with_budget_store(store);
+    mock.set_failure(Some(MockFailure::RateLimited { retry_after_secs: 30 }));
+    let err = first
+        .test(Environment::Production, &creds(KEY, SECRET))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ExchangeErrorCode::RateLimited);
+    let sent = mock.request_count();
+
+    mock.set_failure(None);
+    let started = Instant::now();
+    let held = second
+        .test(Environment::Production, &creds(KEY, SECRET))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(held.code, ExchangeErrorCode::RateLimited);
+    assert!(held.retryable());
+    assert!(
+        held.retry_after.is_some_and(|d| d > Duration::from_secs(25)),
+        "{held:?}"
+    );
+    assert_eq!(mock.request_count(), sent, "the held call never reached Binance");
+}

@@ -470,6 +470,8 @@ async fn the_canary_private_key_never_appears_in_any_error() {
         MockFailure::Hang,
     ] {
         mock.set_failure(Some(failure));
+        // A fresh client each time: a Retry-After holds the key in one.
+        let client = client_for(&mock).with_timeout(Duration::from_millis(300));
         errors.push(test_err(&client, &good).await);
     }
     mock.set_failure(None);
@@ -731,4 +733,45 @@ mod mock_checks {
         assert!((chrono::Utc::now().timestamp() - 3600 - seconds).abs() <= 2);
         assert!(body["iso"].as_str().unwrap().ends_with('Z'));
     }
+}
+
+#[tokio::test]
+async fn a_retry_after_holds_the_key_so_the_next_test_is_not_sent() {
+    let (mock, client, credentials) = with_ec_key(MockScopes::default()).await;
+    // Measure the clock first, so only signed calls follow.
+    client.server_time(Environment::Production).await.unwrap();
+    mock.set_failure(Some(MockFailure::RateLimited { retry_after_secs: 30 }));
+    let err = test_err(&client, &credentials).await;
+    assert_eq!(err.code, ExchangeErrorCode::RateLimited);
+    let sent = mock.request_count();
+
+    mock.set_failure(None);
+    let started = Instant::now();
+    let held = test_err(&client, &credentials).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(held.code, ExchangeErrorCode::RateLimited);
+    assert!(
+        held.retry_after.is_some_and(|d| d > Duration::from_secs(25)),
+        "{held:?}"
+    );
+    assert_eq!(mock.request_count(), sent, "the held call never reached Coinbase");
+
+    // Another replica sharing the store through Redis holds the key too.
+    let store = crate::shared_budgets::shared_store().await;
+    let (first, second) = (
+        client_for(&mock).with_budget_store(store.clone()),
+        client_for(&mock).with_budget_store(store),
+    );
+    first.server_time(Environment::Production).await.unwrap();
+    second.server_time(Environment::Production).await.unwrap();
+    mock.set_failure(Some(MockFailure::RateLimited { retry_after_secs: 30 }));
+    test_err(&first, &credentials).await;
+    mock.set_failure(None);
+    let sent = mock.request_count();
+    assert!(test_err(&second, &credentials).await.message.contains("pause"));
+    assert_eq!(mock.request_count(), sent);
 }

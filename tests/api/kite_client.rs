@@ -437,11 +437,19 @@ async fn failures_while_creating_a_session_are_classified_too() {
     mock.set_failure(Some(MockFailure::ApiDown));
     let err = session_err(&client, KEY, SECRET, &mock.issue_request_token(KEY)).await;
     assert_eq!(err.code, ExchangeErrorCode::ExchangeUnavailable);
+    // 503 with Retry-After: later calls with the key are held, not sent.
+    let sent = mock.request_count();
+    mock.set_failure(Some(MockFailure::Garbage));
+    let err = session_err(&client, KEY, SECRET, &mock.issue_request_token(KEY)).await;
+    assert_eq!(err.code, ExchangeErrorCode::RateLimited);
+    assert_eq!(mock.request_count(), sent);
+    let client = client_for(&mock);
     mock.set_failure(Some(MockFailure::RateLimited {
         retry_after_secs: Some(2),
     }));
     let err = session_err(&client, KEY, SECRET, &mock.issue_request_token(KEY)).await;
     assert_eq!(err.code, ExchangeErrorCode::RateLimited);
+    let client = client_for(&mock);
     mock.set_failure(Some(MockFailure::Garbage));
     let err = session_err(&client, KEY, SECRET, &mock.issue_request_token(KEY)).await;
     assert_eq!(err.code, ExchangeErrorCode::UnexpectedResponse);
@@ -521,6 +529,8 @@ async fn the_canary_secret_and_tokens_never_appear_in_any_error() {
         MockFailure::Hang,
     ] {
         mock.set_failure(Some(failure));
+        // A fresh client each time: a Retry-After holds the key in one.
+        let client = client_for(&mock).with_timeout(Duration::from_millis(300));
         errors.push(test_err(&client, &good).await);
     }
     mock.set_failure(None);
@@ -765,4 +775,40 @@ async fn mock_login_page_refuses_unknown_apps_and_honours_the_redirect_url() {
         .create_session(&secret(KEY), &secret(SECRET), &query["request_token"])
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_retry_after_holds_the_key_so_the_next_test_is_not_sent() {
+    let (mock, client) = app().await;
+    let session = logged_in(&mock, &client).await;
+    let good = creds(KEY, SECRET, Some(session.access_token.expose()));
+    mock.set_failure(Some(MockFailure::RateLimited {
+        retry_after_secs: Some(30),
+    }));
+    let err = test_err(&client, &good).await;
+    assert_eq!(err.code, ExchangeErrorCode::RateLimited);
+    let sent = mock.request_count();
+
+    mock.set_failure(None);
+    let started = Instant::now();
+    let held = test_err(&client, &good).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(held.code, ExchangeErrorCode::RateLimited);
+    assert!(
+        held.retry_after.is_some_and(|d| d > Duration::from_secs(25)),
+        "{held:?}"
+    );
+    assert_eq!(mock.request_count(), sent, "the held call never reached Kite");
+    // Without a Retry-After nothing is held: the next call goes out.
+    let (mock, client) = app().await;
+    let session = logged_in(&mock, &client).await;
+    let good = creds(KEY, SECRET, Some(session.access_token.expose()));
+    mock.set_failure(Some(MockFailure::RateLimited { retry_after_secs: None }));
+    test_err(&client, &good).await;
+    mock.set_failure(None);
+    client.test(Environment::Production, &good).await.unwrap();
 }

@@ -7,6 +7,7 @@ use crate::mock::kraken::{MockKraken, MockKrakenFailure, MockKrakenPerms, api_si
 use exchange_connections::crypto::SecretString;
 use exchange_connections::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
 use exchange_connections::exchange::kraken::{KeyId, KrakenClient, NonceError, NonceLease, NonceSource};
+use exchange_connections::exchange::shared::Limit;
 use exchange_connections::exchange::{Credentials, ExchangeClient, ExchangeEndpoints, ExchangeError, ExchangeRegistry};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -243,7 +244,12 @@ async fn fifty_concurrent_calls_with_one_key_send_strictly_increasing_nonces() {
     let (mock, client) = kraken(ALL_PERMS).await;
     // Requests sent at once would overtake each other.
     mock.set_jitter(Some(Duration::from_millis(5)));
-    let client = Arc::new(client);
+    // 100 calls at once are far beyond a real key's call counter.
+    let generous = Limit::Decaying {
+        max: 1000.0,
+        decay_per_sec: 1000.0,
+    };
+    let client = Arc::new(client.with_call_counter(generous));
     let calls: Vec<_> = (0..50)
         .map(|_| {
             let client = client.clone();
@@ -315,8 +321,18 @@ async fn temporary_lockout_waits_fifteen_minutes_before_calling_again() {
     );
     assert_eq!(mock.request_count(), 1);
 
+    // The user acting does not end Kraken's lockout: still not sent.
     client.forget_failure(&SecretString::new(KEY));
-    client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    let held = test_err(&client, &creds(KEY, SECRET)).await;
+    assert_eq!(held.code, ExchangeErrorCode::RateLimited);
+    assert!(held.retry_after.unwrap() > Duration::from_secs(890), "{held:?}");
+    assert_eq!(mock.request_count(), 1);
+    // Another key is not held.
+    mock.add_key(&KEY.replace('K', "C"), SECRET, MockKrakenPerms::default());
+    client
+        .test(Environment::Production, &creds(&KEY.replace('K', "C"), SECRET))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -474,8 +490,9 @@ async fn the_canary_secret_never_appears_in_any_error() {
         MockKrakenFailure::Hang,
     ] {
         mock.set_failure(Some(failure));
+        // A fresh client each time: waits Kraken named hold the key in one.
+        let client = client_for(&mock).with_timeout(Duration::from_millis(300));
         errors.push(test_err(&client, &good).await);
-        client.forget_failure(&SecretString::new(KEY));
     }
     mock.set_failure(None);
     // Permission denied, a bad nonce, a wrong otp.
@@ -648,4 +665,71 @@ async fn mock_checks_like_kraken() {
         .unwrap();
     assert!(time["result"]["unixtime"].as_i64().unwrap() >= chrono::Utc::now().timestamp() - 5);
     assert!(time["result"]["rfc1123"].as_str().unwrap().ends_with("+0000"));
+}
+
+#[tokio::test]
+async fn a_retry_after_holds_the_key_so_the_next_test_is_not_sent() {
+    let (mock, client) = kraken(ALL_PERMS).await;
+    mock.set_failure(Some(MockKrakenFailure::TooManyRequests { retry_after_secs: 30 }));
+    let err = test_err(&client, &creds(KEY, SECRET)).await;
+    assert_eq!(err.code, ExchangeErrorCode::RateLimited);
+    assert_eq!(err.retry_after, Some(Duration::from_secs(30)));
+    assert_eq!(mock.request_count(), 1);
+
+    mock.set_failure(None);
+    let started = Instant::now();
+    let held = test_err(&client, &creds(KEY, SECRET)).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(held.code, ExchangeErrorCode::RateLimited);
+    assert!(
+        held.retry_after.is_some_and(|d| d > Duration::from_secs(25)),
+        "{held:?}"
+    );
+    assert_eq!(mock.request_count(), 1, "the held call never reached Kraken");
+}
+
+#[tokio::test]
+async fn the_call_counter_refuses_a_burst_beyond_the_starter_tier() {
+    let (mock, client) = kraken(ALL_PERMS).await;
+    // Each test makes two calls: seven tests fill 14 of 15.
+    for _ in 0..7 {
+        client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    }
+    let err = test_err(&client, &creds(KEY, SECRET)).await;
+    assert_eq!(err.code, ExchangeErrorCode::RateLimited);
+    assert!(err.message.contains("budget"), "{err}");
+    assert_eq!(mock.request_count(), 15, "the 16th call was not sent");
+}
+
+#[tokio::test]
+async fn replicas_sharing_redis_share_nonces_counters_and_rejections() {
+    let mock = MockKraken::start().await;
+    mock.add_key(KEY, SECRET, ALL_PERMS);
+    let store = crate::shared_budgets::shared_store().await;
+    let (a, b) = (
+        client_for(&mock).with_budget_store(store.clone()),
+        client_for(&mock).with_budget_store(store),
+    );
+    for i in 0..4 {
+        let client = if i % 2 == 0 { &a } else { &b };
+        client.test(Environment::Production, &creds(KEY, SECRET)).await.unwrap();
+    }
+    let nonces: Vec<u64> = mock.requests().iter().map(|r| r.nonce.unwrap()).collect();
+    assert!(nonces.windows(2).all(|w| w[0] < w[1]), "{nonces:?}");
+
+    // A key Kraken does not know, rejected through one replica, is not sent
+    // by the other until the user acts.
+    let unknown = KEY.replace('K', "U");
+    test_err(&a, &creds(&unknown, SECRET)).await;
+    let sent = mock.request_count();
+    let refused = test_err(&b, &creds(&unknown, SECRET)).await;
+    assert_eq!(refused.code, ExchangeErrorCode::InvalidCredentials);
+    assert_eq!(mock.request_count(), sent);
+    b.forget_failure(&SecretString::new(&unknown));
+    test_err(&b, &creds(&unknown, SECRET)).await;
+    assert_eq!(mock.request_count(), sent + 1, "tried again after the user acted");
 }

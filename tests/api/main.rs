@@ -17,6 +17,7 @@ mod mock;
 mod policy;
 mod redis_hub;
 mod resilience;
+mod shared_budgets;
 mod subscriptions;
 mod tcp_proxy;
 mod worker;

@@ -1,9 +1,9 @@
 //! The event hub on Redis: events cross between server processes sharing a
-//! database and Redis; when Redis goes away a process keeps serving, reports
-//! the hub down in /readyz, and its subscribers receive again once Redis is
+//! database and Redis; when Redis goes away a process keeps serving (and stays
+//! ready), reports the hub down in /readyz, and its subscribers receive again once Redis is
 //! back, without reconnecting.
 
-use crate::connections::connect;
+use crate::connections::{binance_key, connect, create_mutation};
 use crate::helpers::{Backend, TestApp, redis_url};
 use crate::tcp_proxy::TcpProxy;
 use crate::ws_client::{TRANSPORT_WS, WsClient};
@@ -24,16 +24,31 @@ async fn readiness(app: &TestApp) -> (u16, Value) {
     (response.status().as_u16(), response.json().await.expect("JSON"))
 }
 
-async fn wait_ready(app: &TestApp, want: u16) -> Value {
+/// Waits until /readyz reports the hub `up` or `down`; the process stays ready (200) either way.
+async fn wait_hub(app: &TestApp, want: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (status, body) = readiness(app).await;
-        if status == want {
+        assert_eq!(status, 200, "a hub outage must not make the process unready: {body}");
+        if body["checks"]["eventHub"] == want {
+            assert_eq!(body["degraded"], want == "down", "{body}");
             return body;
         }
-        assert!(tokio::time::Instant::now() < deadline, "readyz stayed {status}: {body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hub stayed {}: {body}",
+            body["checks"]["eventHub"]
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Saves a key without testing it: no exchange call, so no shared budget is needed.
+async fn save_untested(app: &TestApp, token: &str, label: &str, tag: &str) -> Value {
+    let (key, secret) = binance_key(tag);
+    let input = json!({ "input": { "label": label, "testFirst": false,
+        "credentials": { "exchange": "BINANCE", "apiKey": key, "apiSecret": secret } } });
+    app.ok(token, &create_mutation(), input).await["createConnection"].clone()
 }
 
 /// Redis host:port from TEST_REDIS_URL (redis://host:port[/db]).
@@ -53,9 +68,8 @@ fn redis_address() -> String {
 async fn events_cross_between_server_processes() {
     let first = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = Some(redis_url())).await;
     let second = first.replica(|s| s.redis_url = Some(redis_url())).await;
-    let body = wait_ready(&first, 200).await;
-    assert_eq!(body["checks"]["eventHub"], "up", "{body}");
-    wait_ready(&second, 200).await;
+    wait_hub(&first, "up").await;
+    wait_hub(&second, "up").await;
 
     let user = Uuid::new_v4();
     let token = first.token_for(user);
@@ -92,7 +106,7 @@ async fn a_redis_outage_degrades_only_the_cross_process_events() {
     let via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
     let first = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = Some(via_proxy)).await;
     let second = first.replica(|s| s.redis_url = Some(redis_url())).await;
-    wait_ready(&first, 200).await;
+    wait_hub(&first, "up").await;
 
     let token = first.token_for(Uuid::new_v4());
     let mut ws = WsClient::authenticated(&first.base_url, TRANSPORT_WS, &token).await;
@@ -100,16 +114,17 @@ async fn a_redis_outage_degrades_only_the_cross_process_events() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     proxy.cut().await;
-    let body = wait_ready(&first, 503).await;
+    let body = wait_hub(&first, "down").await;
     assert_eq!(body["checks"], json!({ "database": "up", "eventHub": "down" }));
-    // Queries and mutations go on; this process's own subscribers still hear its changes.
-    let local = connect(&first, &token, "during-outage", "ou").await;
+    // Queries and mutations go on (those that need no exchange call: exchange
+    // calls wait for the shared budget); this process's own subscribers still hear its changes.
+    let local = save_untested(&first, &token, "during-outage", "ou").await;
     first.ok(&token, "{ connections { id status } }", json!({})).await;
     let event = ws.next_payload("c", SOON).await;
     assert_eq!(event["data"]["connectionEvents"]["connectionId"], local["id"]);
 
     proxy.restore();
-    wait_ready(&first, 200).await;
+    wait_hub(&first, "up").await;
     // The same socket receives the other process's events again.
     let remote = connect(&second, &token, "after-outage", "af").await;
     let event = ws.next_payload("c", SOON).await;
@@ -119,18 +134,32 @@ async fn a_redis_outage_degrades_only_the_cross_process_events() {
 #[tokio::test]
 async fn an_unreachable_redis_never_stops_the_server_from_starting() {
     let app = TestApp::spawn_with(Backend::Sqlite, |s| s.redis_url = Some("redis://127.0.0.1:1".into())).await;
-    let (status, body) = readiness(&app).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["checks"]["eventHub"], "down");
+    wait_hub(&app, "down").await;
     let token = app.token_for(Uuid::new_v4());
-    connect(&app, &token, "main", "nr").await;
+    let saved = save_untested(&app, &token, "main", "nr").await;
+    assert_eq!(saved["status"], "PENDING");
+    // An exchange call needs the shared budget: refused, retryable, nothing sent.
+    let result = app
+        .ok(
+            &token,
+            "mutation($id: ID!) { testConnection(id: $id) { ok error { code retryable } } }",
+            json!({ "id": saved["id"] }),
+        )
+        .await;
+    let error = &result["testConnection"]["error"];
+    assert_eq!(
+        (error["code"].as_str(), error["retryable"].as_bool()),
+        (Some("RATE_LIMITED"), Some(true)),
+        "{result}"
+    );
+    assert_eq!(app.binance.request_count(), 0);
 }
 
 #[tokio::test]
 async fn garbage_on_the_channel_is_dropped_and_fanout_goes_on() {
     let first = TestApp::spawn_with(Backend::Postgres, |s| s.redis_url = Some(redis_url())).await;
     let second = first.replica(|s| s.redis_url = Some(redis_url())).await;
-    wait_ready(&first, 200).await;
+    wait_hub(&first, "up").await;
     let token = first.token_for(Uuid::new_v4());
     let mut ws = WsClient::authenticated(&first.base_url, TRANSPORT_WS, &token).await;
     ws.subscribe("c", CONNECTION_EVENTS, json!({})).await;

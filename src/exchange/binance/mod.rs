@@ -17,8 +17,10 @@ mod shape;
 mod signer;
 
 use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
-use crate::exchange::budget::WeightBudget;
+use crate::exchange::budget::{BINANCE_WEIGHT_PER_MINUTE, Budget};
+use crate::exchange::call::{CallFailure, Gate};
 use crate::exchange::common::{BodyError, read_body};
+use crate::exchange::shared::{BudgetStore, memory::MemoryStore};
 use crate::exchange::{CredentialShapeError, Credentials, ExchangeClient, ExchangeError, RateUsage, TestReport};
 use chrono::{DateTime, Utc};
 use classify::TransportFailure;
@@ -27,6 +29,7 @@ use model::{Account, ApiRestrictions, ServerTime};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use signer::Signer;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
 
@@ -37,8 +40,9 @@ const RESTRICTIONS_PATH: &str = "/sapi/v1/account/apiRestrictions";
 const TIME_PATH: &str = "/api/v3/time";
 const API_KEY_HEADER: &str = "X-MBX-APIKEY";
 const USED_WEIGHT_HEADER: &str = "X-MBX-USED-WEIGHT-1M";
-/// `REQUEST_WEIGHT` per minute per IP, shared by REST and the WebSocket API.
-const WEIGHT_LIMIT_1M: u32 = 6000;
+const WEIGHT_LIMIT_1M: u32 = BINANCE_WEIGHT_PER_MINUTE;
+/// Names the budget scope when no egress IP is configured.
+const UNKNOWN_EGRESS: &str = "default";
 /// Binance's default; stated explicitly so the signed payload is predictable.
 const RECV_WINDOW_MS: u32 = 5000;
 /// Binance's answer to a timestamp outside `recvWindow` or ahead of its clock.
@@ -63,8 +67,8 @@ pub struct BinanceClient {
     timeout: Duration,
     egress_ips: Vec<String>,
     clock: ClockOffsets,
-    /// Request weight per minute for this process's egress IP, and bans.
-    budget: WeightBudget,
+    /// Request weight per minute per egress IP and environment, and bans.
+    gate: Gate,
 }
 
 impl BinanceClient {
@@ -77,7 +81,7 @@ impl BinanceClient {
             timeout: DEFAULT_TIMEOUT,
             egress_ips: Vec::new(),
             clock: ClockOffsets::new(DEFAULT_CLOCK_REFRESH),
-            budget: WeightBudget::new("binance", WEIGHT_LIMIT_1M),
+            gate: Gate::new("binance", Arc::new(MemoryStore::new())),
         }
     }
 
@@ -91,6 +95,19 @@ impl BinanceClient {
     pub fn with_egress_ips(mut self, egress_ips: Vec<String>) -> Self {
         self.egress_ips = egress_ips;
         self
+    }
+
+    /// Where request weight and bans are counted (default: this process only).
+    pub fn with_budget_store(mut self, store: Arc<dyn BudgetStore>) -> Self {
+        self.gate = Gate::new("binance", store);
+        self
+    }
+
+    /// The weight budget of a call: Binance counts per IP, so the scope is the
+    /// first egress IP (every replica behind it shares the budget).
+    fn budget(&self, environment: Environment, path: &str) -> Budget {
+        let egress = self.egress_ips.first().map_or(UNKNOWN_EGRESS, String::as_str);
+        Budget::binance(egress, environment, request_weight(path))
     }
 
     /// How often the offset to Binance's clock is measured again (default 10 min).
@@ -200,8 +217,8 @@ impl BinanceClient {
             })
     }
 
-    /// One `GET`, parsed as `T`. Records the call's metrics with its final
-    /// outcome (a 2xx that does not parse counts as failed).
+    /// One `GET`, parsed as `T`, through the shared call gate (budget,
+    /// bans, metrics).
     async fn call<T: DeserializeOwned>(
         &self,
         environment: Environment,
@@ -209,22 +226,19 @@ impl BinanceClient {
         query: Option<&str>,
         api_key: Option<HeaderValue>,
     ) -> Result<Reply<T>, Failure> {
-        let started = Instant::now();
-        let result = self.call_inner(environment, path, query, api_key).await;
-        let elapsed = started.elapsed();
-
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(f) => f.error.code.as_str(),
-        };
-        metrics::counter!("exchange_calls_total", "exchange" => "binance", "endpoint" => path, "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("exchange_call_duration_seconds", "exchange" => "binance").record(elapsed.as_secs_f64());
-        result
+        let budget = self.budget(environment, path);
+        self.gate
+            .run(
+                path,
+                &budget,
+                self.call_inner(&budget, environment, path, query, api_key),
+            )
+            .await
     }
 
     async fn call_inner<T: DeserializeOwned>(
         &self,
+        budget: &Budget,
         environment: Environment,
         path: &'static str,
         query: Option<&str>,
@@ -237,7 +251,6 @@ impl BinanceClient {
             ))
         })?;
         url.set_query(query);
-        self.budget.reserve(environment, request_weight(path))?;
 
         let mut request = self.http.get(url).timeout(self.timeout);
         if let Some(api_key) = api_key {
@@ -253,7 +266,7 @@ impl BinanceClient {
         })?;
         let elapsed = started.elapsed();
         if let Some(usage) = used_weight(&headers) {
-            self.budget.observe_used(environment, usage.weight_used);
+            self.gate.observe_used(budget, usage.weight_used).await;
         }
         tracing::debug!(
             endpoint = path,
@@ -266,9 +279,6 @@ impl BinanceClient {
             let retry_after = classify::parse_retry_after(headers.get("retry-after").and_then(|v| v.to_str().ok()));
             let now_ms = Utc::now().timestamp_millis();
             let classified = classify::http_failure(status, retry_after, &body, &self.egress_ips, now_ms);
-            if status == 429 || status == 418 {
-                self.budget.block_for(environment, classified.error.retry_after);
-            }
             return Err(Failure {
                 error: classified.error,
                 binance_code: classified.binance_code,
@@ -426,6 +436,12 @@ impl From<ExchangeError> for Failure {
             error,
             binance_code: None,
         }
+    }
+}
+
+impl CallFailure for Failure {
+    fn error(&self) -> &ExchangeError {
+        &self.error
     }
 }
 

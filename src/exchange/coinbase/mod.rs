@@ -19,7 +19,10 @@ mod shape;
 
 use crate::crypto::SecretString;
 use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
+use crate::exchange::budget::{Budget, COINBASE_PER_KEY};
+use crate::exchange::call::{CallFailure, Gate};
 use crate::exchange::common::{BodyError, read_body};
+use crate::exchange::shared::{BudgetStore, memory::MemoryStore};
 use crate::exchange::{CredentialShapeError, Credentials, ExchangeClient, ExchangeError, RateUsage, TestReport};
 use classify::TransportFailure;
 use clock::ClockCache;
@@ -27,6 +30,7 @@ use key::SigningKey;
 use model::{KeyPermissions, ServerTime};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
 use zeroize::Zeroizing;
@@ -55,6 +59,8 @@ pub struct CoinbaseClient {
     egress_ips: Vec<String>,
     clock: ClockCache,
     clock_max_age: Duration,
+    /// 30 requests/s per key and Coinbase's `Retry-After`s.
+    gate: Gate,
 }
 
 impl CoinbaseClient {
@@ -67,6 +73,7 @@ impl CoinbaseClient {
             egress_ips: Vec::new(),
             clock: ClockCache::default(),
             clock_max_age: clock::MAX_AGE,
+            gate: Gate::new("coinbase", Arc::new(MemoryStore::new())),
         }
     }
 
@@ -79,6 +86,13 @@ impl CoinbaseClient {
     /// The service's egress IPs, quoted in hints telling users what to allowlist.
     pub fn with_egress_ips(mut self, egress_ips: Vec<String>) -> Self {
         self.egress_ips = egress_ips;
+        self
+    }
+
+    /// Where per-key budgets and held `Retry-After`s live (default: this
+    /// process only).
+    pub fn with_budget_store(mut self, store: Arc<dyn BudgetStore>) -> Self {
+        self.gate = Gate::new("coinbase", store);
         self
     }
 
@@ -108,7 +122,9 @@ impl CoinbaseClient {
     /// server time.
     async fn measure_clock(&self) -> Result<(i64, chrono::DateTime<chrono::Utc>), Failure> {
         let sent_ms = chrono::Utc::now().timestamp_millis();
-        let reply = self.call::<ServerTime>(TIME_PATH, None).await?;
+        let reply = self
+            .call::<ServerTime>(TIME_PATH, &Budget::public("coinbase"), None)
+            .await?;
         let received_ms = chrono::Utc::now().timestamp_millis();
         let server = reply
             .value
@@ -152,27 +168,19 @@ impl CoinbaseClient {
             ))
         })?;
         authorization.set_sensitive(true);
-        self.call(KEY_PERMISSIONS_PATH, Some(authorization)).await
+        let budget = Budget::per_key("coinbase", key_name, COINBASE_PER_KEY, 1);
+        self.call(KEY_PERMISSIONS_PATH, &budget, Some(authorization)).await
     }
 
-    /// A `GET` of `path`, parsed as `T`. Records the call's metrics with its
-    /// final outcome (a 2xx that does not parse counts as failed).
+    /// A `GET` of `path`, parsed as `T`, through the shared call gate
+    /// (budget, held `Retry-After`, metrics).
     async fn call<T: DeserializeOwned>(
         &self,
         path: &'static str,
+        budget: &Budget,
         authorization: Option<HeaderValue>,
     ) -> Result<Reply<T>, Failure> {
-        let started = Instant::now();
-        let result = self.call_inner(path, authorization).await;
-        let elapsed = started.elapsed();
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(f) => f.error.code.as_str(),
-        };
-        metrics::counter!("exchange_calls_total", "exchange" => "coinbase", "endpoint" => path, "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("exchange_call_duration_seconds", "exchange" => "coinbase").record(elapsed.as_secs_f64());
-        result
+        self.gate.run(path, budget, self.call_inner(path, authorization)).await
     }
 
     async fn call_inner<T: DeserializeOwned>(
@@ -371,6 +379,12 @@ impl From<ExchangeError> for Failure {
             status: None,
             transport: false,
         }
+    }
+}
+
+impl CallFailure for Failure {
+    fn error(&self) -> &ExchangeError {
+        &self.error
     }
 }
 

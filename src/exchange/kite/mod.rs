@@ -17,12 +17,16 @@ mod shape;
 
 use crate::crypto::SecretString;
 use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
+use crate::exchange::budget::{Budget, KITE_PER_KEY};
+use crate::exchange::call::Gate;
 use crate::exchange::common::{BodyError, read_body};
+use crate::exchange::shared::{BudgetStore, memory::MemoryStore};
 use crate::exchange::{CredentialShapeError, Credentials, ExchangeClient, ExchangeError, TestReport};
 use classify::{Call, TransportFailure};
 use model::{Profile, Session, Success};
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
 use zeroize::Zeroizing;
@@ -47,6 +51,8 @@ pub struct KiteClient {
     login_page: Url,
     timeout: Duration,
     egress_ips: Vec<String>,
+    /// 10 requests/s per API key and Kite's `Retry-After`s.
+    gate: Gate,
 }
 
 impl KiteClient {
@@ -60,6 +66,7 @@ impl KiteClient {
             login_page: login_url,
             timeout: DEFAULT_TIMEOUT,
             egress_ips: Vec::new(),
+            gate: Gate::new("kite", Arc::new(MemoryStore::new())),
         }
     }
 
@@ -73,6 +80,13 @@ impl KiteClient {
     /// order placement.
     pub fn with_egress_ips(mut self, egress_ips: Vec<String>) -> Self {
         self.egress_ips = egress_ips;
+        self
+    }
+
+    /// Where per-key budgets and held `Retry-After`s live (default: this
+    /// process only).
+    pub fn with_budget_store(mut self, store: Arc<dyn BudgetStore>) -> Self {
+        self.gate = Gate::new("kite", store);
         self
     }
 
@@ -104,7 +118,7 @@ impl KiteClient {
             ("checksum", checksum.expose()),
         ]);
         let reply = self
-            .call::<Session>(SESSION_PATH, Call::CreateSession, request, &sensitive)
+            .call::<Session>(SESSION_PATH, Call::CreateSession, api_key, request, &sensitive)
             .await?;
         // The token goes into an `Authorization` header on every later call.
         let token = reply.value.access_token.expose();
@@ -144,7 +158,14 @@ impl KiteClient {
             access_token.expose(),
             authorization.as_str(),
         ];
-        self.call(PROFILE_PATH, Call::Authenticated, request, &sensitive).await
+        self.call(
+            PROFILE_PATH,
+            Call::Authenticated,
+            &credentials.api_key,
+            request,
+            &sensitive,
+        )
+        .await
     }
 
     fn url(&self, path: &str) -> Result<Url, ExchangeError> {
@@ -156,26 +177,22 @@ impl KiteClient {
         })
     }
 
-    /// Sends `request` with the API version header, parses the `data` of a
-    /// success as `T`, and records the call's metrics with its final outcome
-    /// (a 2xx that does not parse counts as failed).
+    /// Sends `request` with the API version header and parses the `data` of
+    /// a success as `T`, through the shared call gate (the API key's budget,
+    /// held `Retry-After`, metrics).
     async fn call<T: DeserializeOwned>(
         &self,
         endpoint: &'static str,
         kind: Call,
+        api_key: &SecretString,
         request: reqwest::RequestBuilder,
         sensitive: &[&str],
     ) -> Result<Reply<T>, ExchangeError> {
-        let started = Instant::now();
-        let result = self.call_inner(endpoint, kind, request).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.code.as_str(),
-        };
-        metrics::counter!("exchange_calls_total", "exchange" => "kite", "endpoint" => endpoint, "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("exchange_call_duration_seconds", "exchange" => "kite")
-            .record(started.elapsed().as_secs_f64());
+        let budget = Budget::per_key("kite", api_key.expose(), KITE_PER_KEY, 1);
+        let result = self
+            .gate
+            .run(endpoint, &budget, self.call_inner(endpoint, kind, request))
+            .await;
         result.map_err(|e| scrub(e, sensitive))
     }
 

@@ -57,7 +57,11 @@ pub fn kraken_errors(
 ) -> Classified {
     let errors: Vec<&str> = errors.iter().map(|e| e.trim()).filter(|e| e.starts_with('E')).collect();
     for text in &errors {
-        if let Some(classified) = known(text, egress_ips, now_unix) {
+        if let Some(mut classified) = known(text, egress_ips, now_unix) {
+            // A `Retry-After` beside a rate-limit string says how long.
+            if classified.error.code == ExchangeErrorCode::RateLimited && classified.error.retry_after.is_none() {
+                classified.error.retry_after = retry_after.map(|w| w.min(MAX_WAIT));
+            }
             return classified;
         }
     }
@@ -289,7 +293,7 @@ pub fn key_busy(timeout: Duration) -> ExchangeError {
 pub fn nonce_unavailable() -> ExchangeError {
     ExchangeError::new(
         ExchangeErrorCode::NetworkError,
-        "could not reserve a nonce for this Kraken API key",
+        "not sent: could not reserve a nonce for this Kraken API key (the nonce store did not answer)",
     )
     .with_hint("An internal problem of this service; the check is retried automatically.")
 }

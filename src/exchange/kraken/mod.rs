@@ -2,11 +2,13 @@
 //! `POST /0/private/Balance` test call (needs Query Funds), then probes the
 //! withdrawal right with `POST /0/private/WithdrawMethods`. Kraken has no
 //! endpoint telling a key's permissions and no safe trading probe, so
-//! `can_trade` is reported `false`. Facts: exchanges.md §3 and §5.
+//! `can_trade` is reported `false` with a warning that it was not verified.
+//! Facts: exchanges.md §3 and §5.
 //!
 //! Calls with one key are made one at a time with strictly increasing nonces
-//! ([`NonceSource`]). Credentials Kraken rejected are not sent again (see
-//! `lockout`), since repeated failures lock the Kraken account out.
+//! ([`NonceSource`]) and within the key's call counter (see `budget`).
+//! Credentials Kraken rejected are not sent again (see `lockout`), since
+//! repeated failures lock the Kraken account out.
 //!
 //! What leaves this module never holds the key, the secret, the signature or
 //! the request body: errors are built from status and Kraken's error strings,
@@ -21,7 +23,10 @@ mod signer;
 
 use crate::crypto::SecretString;
 use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
+use crate::exchange::budget::{Budget, KrakenTier};
+use crate::exchange::call::{CallFailure, Gate};
 use crate::exchange::common::{BodyError, read_body};
+use crate::exchange::shared::{BudgetStore, Limit, memory::MemoryStore};
 use crate::exchange::{CredentialShapeError, Credentials, ExchangeClient, ExchangeError, TestReport};
 use classify::{Classified, KrakenError, TransportFailure};
 use lockout::FailureMemory;
@@ -46,6 +51,12 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 /// Strings shorter than this are not scrubbed from messages (they would match
 /// ordinary words); keys, secrets and signatures are far longer.
 const MIN_SCRUB_LEN: usize = 8;
+/// Balance and WithdrawMethods each add 1 to the key's call counter.
+const CALL_COST: u32 = 1;
+/// Said when a working key's trading right is reported as `false`.
+pub const TRADING_UNVERIFIED: &str = "Kraken cannot report whether this key may trade, and it cannot be tested \
+     without placing an order, so trading rights are shown as not granted. If you need trading, check that the key \
+     has \"Create & Modify Orders\" in Kraken's API settings.";
 
 /// The Kraken Spot client. Share it (`Arc`): its nonce order and its memory
 /// of rejected credentials hold for the calls made through one instance.
@@ -56,18 +67,24 @@ pub struct KrakenClient {
     egress_ips: Vec<String>,
     nonces: Arc<dyn NonceSource>,
     failures: FailureMemory,
+    gate: Gate,
+    /// The key's call counter (Kraken's tier).
+    counter: Limit,
 }
 
 impl KrakenClient {
     /// `base_url`: scheme, host and port, no path (`https://api.kraken.com`).
     pub fn new(http: reqwest::Client, base_url: Url) -> Self {
+        let store: Arc<dyn BudgetStore> = Arc::new(MemoryStore::new());
         Self {
             http,
             base_url,
             timeout: DEFAULT_TIMEOUT,
             egress_ips: Vec::new(),
             nonces: Arc::new(InProcessNonces::new()),
-            failures: FailureMemory::default(),
+            failures: FailureMemory::new(store.clone()),
+            gate: Gate::new("kraken", store),
+            counter: KrakenTier::default().limit(),
         }
     }
 
@@ -84,8 +101,28 @@ impl KrakenClient {
         self
     }
 
-    /// Replaces the in-process nonce source, e.g. with one shared by all
-    /// replicas.
+    /// Where call counters, Kraken's waits and nonces live (default: this
+    /// process only); sets the nonce source to the store's.
+    pub fn with_budget_store(mut self, store: Arc<dyn BudgetStore>) -> Self {
+        self.nonces = store.nonces();
+        self.failures = FailureMemory::new(store.clone());
+        self.gate = Gate::new("kraken", store);
+        self
+    }
+
+    /// The account's verification tier, which sets its keys' call counter
+    /// (default Starter, the strictest).
+    pub fn with_tier(self, tier: KrakenTier) -> Self {
+        self.with_call_counter(tier.limit())
+    }
+
+    /// A call counter other than a tier's (e.g. for a load test).
+    pub fn with_call_counter(mut self, counter: Limit) -> Self {
+        self.counter = counter;
+        self
+    }
+
+    /// Replaces the nonce source, e.g. with one shared by all replicas.
     pub fn with_nonce_source(mut self, nonces: Arc<dyn NonceSource>) -> Self {
         self.nonces = nonces;
         self
@@ -101,9 +138,7 @@ impl KrakenClient {
     ) -> Result<Reply<T>, Classified> {
         let key = KeyId::of(credentials.api_key.expose());
         let secret = self.failures.digest(credentials);
-        self.failures
-            .check(&key, &secret, Instant::now())
-            .map_err(|e| refused(path, e))?;
+        self.failures.check(&key, &secret).await.map_err(|e| refused(path, e))?;
         let lease = match tokio::time::timeout(self.timeout, self.nonces.acquire(&key)).await {
             Ok(Ok(lease)) => lease,
             Ok(Err(error)) => {
@@ -112,9 +147,7 @@ impl KrakenClient {
             }
             Err(_) => return Err(refused(path, classify::key_busy(self.timeout))),
         };
-        self.failures
-            .check(&key, &secret, Instant::now())
-            .map_err(|e| refused(path, e))?;
+        self.failures.check(&key, &secret).await.map_err(|e| refused(path, e))?;
 
         let mut signature = String::new();
         let result = self.signed_post(path, credentials, lease.nonce(), &mut signature).await;
@@ -127,10 +160,13 @@ impl KrakenClient {
                 otp,
             ];
             failure.error = scrub(failure.error, &sensitive);
-            self.failures
-                .record(&key, &secret, &failure.error, failure.kraken, Instant::now());
             failure
         });
+        if let Err(failure) = &result {
+            self.failures
+                .record(&key, &secret, &failure.error, failure.kraken)
+                .await;
+        }
         drop(lease);
         result
     }
@@ -170,7 +206,13 @@ impl KrakenClient {
             .header("API-Sign", api_sign)
             .header(CONTENT_TYPE, FORM)
             .body(body);
-        self.call(path, request).await
+        let mut budget = Budget::per_key("kraken", credentials.api_key.expose(), self.counter, CALL_COST);
+        // `EAPI:Rate limit exceeded` names no wait: Kraken's counter is full,
+        // and one call's worth must decay first.
+        if let Limit::Decaying { decay_per_sec, .. } = self.counter {
+            budget.default_hold = Duration::try_from_secs_f64(f64::from(CALL_COST) / decay_per_sec).ok();
+        }
+        self.call(path, &budget, request).await
     }
 
     fn url(&self, path: &str) -> Result<Url, ExchangeError> {
@@ -182,24 +224,15 @@ impl KrakenClient {
         })
     }
 
-    /// Sends, reads and parses one request, recording the call's metrics with
-    /// its final outcome (an answer that does not parse counts as failed).
+    /// Sends, reads and parses one request through the shared call gate
+    /// (budget, Kraken's waits, metrics).
     async fn call<T: DeserializeOwned>(
         &self,
         path: &'static str,
+        budget: &Budget,
         request: reqwest::RequestBuilder,
     ) -> Result<Reply<T>, Classified> {
-        let started = Instant::now();
-        let result = self.call_inner(path, request).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(c) => c.error.code.as_str(),
-        };
-        metrics::counter!("exchange_calls_total", "exchange" => "kraken", "endpoint" => path, "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("exchange_call_duration_seconds", "exchange" => "kraken")
-            .record(started.elapsed().as_secs_f64());
-        result
+        self.gate.run(path, budget, self.call_inner(path, request)).await
     }
 
     async fn call_inner<T: DeserializeOwned>(
@@ -272,8 +305,8 @@ impl KrakenClient {
 
 #[async_trait::async_trait]
 impl ExchangeClient for KrakenClient {
-    /// Lets a key Kraken rejected be used again (the user says it is fixed),
-    /// and drops any wait Kraken imposed on it.
+    /// Lets a key Kraken rejected be used again (the user says it is fixed).
+    /// Waits Kraken imposed stay: calling during a lockout extends it.
     fn forget_failure(&self, api_key: &SecretString) {
         self.failures.forget(&KeyId::of(api_key.expose()));
     }
@@ -324,7 +357,7 @@ impl ExchangeClient for KrakenClient {
                 trading_expires_at: None,
             },
             usage: None,
-            warnings: Vec::new(),
+            warnings: vec![TRADING_UNVERIFIED.to_owned()],
         })
     }
 
@@ -336,7 +369,10 @@ impl ExchangeClient for KrakenClient {
             return Ok(None);
         }
         let request = self.http.get(self.url(TIME_PATH)?);
-        let reply = self.call::<ServerTime>(TIME_PATH, request).await.map_err(|c| c.error)?;
+        let reply = self
+            .call::<ServerTime>(TIME_PATH, &Budget::public("kraken"), request)
+            .await
+            .map_err(|c| c.error)?;
         chrono::DateTime::from_timestamp(reply.value.unixtime, 0)
             .map(Some)
             .ok_or_else(|| classify::unreadable(200))
@@ -351,6 +387,12 @@ fn form_body(nonce: u64, otp: Option<&SecretString>) -> String {
         form.append_pair("otp", otp.expose());
     }
     form.finish()
+}
+
+impl CallFailure for Classified {
+    fn error(&self) -> &ExchangeError {
+        &self.error
+    }
 }
 
 /// A parsed answer without errors.

@@ -3,35 +3,14 @@
 //! reach Kraken in that order: a caller holds a [`NonceLease`] for the whole
 //! request, which serializes the calls made with one key.
 //!
-//! [`NonceSource`] is the seam for running several replicas: a shared
-//! implementation (e.g. Redis: a per-key lock plus a stored last nonce) can
-//! replace [`InProcessNonces`], which only orders the calls of this process.
+//! [`NonceSource`] is the seam for running several replicas: the Redis store
+//! (`exchange::shared::redis`, a per-key lock plus a stored last nonce)
+//! replaces [`InProcessNonces`], which only orders the calls of this process.
 
-use sha2::{Digest, Sha256};
+pub use crate::exchange::shared::KeyId;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-
-/// Names an API key without holding it: SHA-256 of the key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyId([u8; 32]);
-
-impl KeyId {
-    pub fn of(api_key: &str) -> Self {
-        Self(Sha256::digest(api_key.as_bytes()).into())
-    }
-
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for KeyId {
-    /// A short prefix: enough to tell keys apart in a log.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({}…)", hex::encode(&self.0[..4]))
-    }
-}
 
 /// The right to make one request with a key, and the nonce to send. The key
 /// stays reserved until the lease is dropped, so drop it only once the answer
@@ -141,17 +120,6 @@ mod tests {
 
     fn fixed_clock(at: Arc<AtomicU64>) -> Clock {
         Box::new(move || at.load(Ordering::SeqCst))
-    }
-
-    #[test]
-    fn key_ids_hash_the_key_and_print_only_a_prefix() {
-        let id = KeyId::of("some-api-key");
-        assert_eq!(id, KeyId::of("some-api-key"));
-        assert_ne!(id, KeyId::of("some-api-kez"));
-        assert_eq!(id.as_bytes(), &<[u8; 32]>::from(Sha256::digest(b"some-api-key")));
-        let shown = format!("{id:?}");
-        assert!(shown.starts_with("KeyId(") && shown.len() < 20, "{shown}");
-        assert!(!shown.contains("some-api-key"));
     }
 
     #[tokio::test]

@@ -50,6 +50,8 @@ pub enum MockKrakenFailure {
     Throttled { until: i64 },
     /// `EService:Unavailable` on every call.
     Unavailable,
+    /// HTTP 429 with `Retry-After` and `EAPI:Rate limit exceeded`, on every call.
+    TooManyRequests { retry_after_secs: u64 },
     /// HTTP 502 with an HTML page, as Kraken's edge answers.
     ServerError,
     /// HTTP 200 with a body that is not JSON.
@@ -209,6 +211,7 @@ struct Answer {
     errors: Vec<String>,
     body: String,
     content_type: &'static str,
+    retry_after_secs: Option<u64>,
 }
 
 impl Answer {
@@ -218,6 +221,7 @@ impl Answer {
             errors: vec![],
             body: json!({ "error": [], "result": result }).to_string(),
             content_type: "application/json",
+            retry_after_secs: None,
         }
     }
 
@@ -229,6 +233,7 @@ impl Answer {
             body: json!({ "error": [error], "result": {} }).to_string(),
             errors: vec![error],
             content_type: "application/json",
+            retry_after_secs: None,
         }
     }
 
@@ -238,6 +243,7 @@ impl Answer {
             errors: vec![],
             body: body.to_owned(),
             content_type,
+            retry_after_secs: None,
         }
     }
 }
@@ -309,6 +315,9 @@ async fn handle(State(state): State<Shared>, method: Method, uri: Uri, headers: 
     response
         .headers_mut()
         .insert("content-type", HeaderValue::from_static(answer.content_type));
+    if let Some(secs) = answer.retry_after_secs {
+        response.headers_mut().insert("retry-after", HeaderValue::from(secs));
+    }
     response
 }
 
@@ -324,6 +333,12 @@ impl MockState {
         }
         match self.failure {
             Some(MockKrakenFailure::Unavailable) => return Answer::error("EService:Unavailable"),
+            Some(MockKrakenFailure::TooManyRequests { retry_after_secs }) => {
+                let mut answer = Answer::error("EAPI:Rate limit exceeded");
+                answer.status = StatusCode::TOO_MANY_REQUESTS;
+                answer.retry_after_secs = Some(retry_after_secs);
+                return answer;
+            }
             Some(MockKrakenFailure::ServerError) => {
                 return Answer::plain(
                     StatusCode::BAD_GATEWAY,
