@@ -9,12 +9,14 @@
 //! the request URL: errors are built from status and Binance's code only,
 //! logs and metrics name the path, and a final scrub removes any echo.
 
-mod classify;
+/// Public for the benchmarks in `benches/`.
+pub mod classify;
 mod clock;
 mod model;
 mod pem;
 mod shape;
-mod signer;
+/// Public for the benchmarks in `benches/`.
+pub mod signer;
 
 use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
 use crate::exchange::budget::{BINANCE_WEIGHT_PER_MINUTE, Budget};

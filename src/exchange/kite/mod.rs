@@ -10,9 +10,11 @@
 //! from status and Kite's error body only, logs and metrics name the path,
 //! and a final scrub removes any echo.
 
-mod classify;
+/// Public for the benchmarks in `benches/`.
+pub mod classify;
 mod model;
-mod session;
+/// Public for the benchmarks in `benches/`.
+pub mod session;
 mod shape;
 
 use crate::crypto::SecretString;

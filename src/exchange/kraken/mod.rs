@@ -14,12 +14,15 @@
 //! the request body: errors are built from status and Kraken's error strings,
 //! logs and metrics name the path, and a final scrub removes any echo.
 
-mod classify;
+/// Public for the benchmarks in `benches/`.
+pub mod classify;
 mod lockout;
-mod model;
+/// Public for the benchmarks in `benches/`.
+pub mod model;
 mod nonce;
 mod shape;
-mod signer;
+/// Public for the benchmarks in `benches/`.
+pub mod signer;
 
 use crate::crypto::SecretString;
 use crate::domain::{Environment, Exchange, ExchangeErrorCode, Permissions};
