@@ -4,7 +4,8 @@ binary) for the default values and the value sets in this folder, validate every
 Kubernetes schemas of a pinned version (kubernetes-validate), check the custom resources it cannot validate
 (ExternalSecret, ServiceMonitor, PrometheusRule) by shape, assert what the chart promises (security context,
 probes, secrets kept out of the ConfigMap, checksum roll, only the API behind the Ingress), and assert that every
-value set that cannot work fails to render with its message.
+value set that cannot work fails to render with its message. Also: every metric the alerts and the Grafana
+dashboard query exists, and the user guides cover every error code and exchange.
 
 Run: python3 helm/tests/check_chart.py  (prints "N passed, N failed"; exits non-zero on any failure)
 """
@@ -442,6 +443,23 @@ def test_metrics_exist() -> None:
     assert not unknown, f"metrics neither exported nor listed as pending: {sorted(unknown)}"
 
 
+def test_docs_cover_codes_and_exchanges() -> None:
+    """The user guides cover every ExchangeErrorCode and every exchange the domain knows."""
+    domain = (REPO / "src" / "domain.rs").read_text()
+    block = domain[domain.index("ExchangeErrorCode {"):]
+    codes = re.findall(r'=> "([A-Z_]+)"', block[: block.index("}")])
+    assert len(codes) >= 10, codes
+    headings = set(re.findall(r"^## ([A-Z_]+)$", (REPO / "docs" / "troubleshooting.md").read_text(), re.M))
+    assert not set(codes) - headings, f"troubleshooting.md lacks {sorted(set(codes) - headings)}"
+    assert not headings - set(codes), f"troubleshooting.md has unknown codes {sorted(headings - set(codes))}"
+    block = domain[domain.index("Exchange {"):]
+    exchanges = re.findall(r'=> "([A-Z_]+)"', block[: block.index("}")])
+    guide = (REPO / "docs" / "connecting-exchanges.md").read_text()
+    names = {"BINANCE": "## Binance", "COINBASE": "## Coinbase", "KRAKEN": "## Kraken", "ZERODHA": "## Zerodha"}
+    missing = [e for e in exchanges if names.get(e, f"## {e}") not in guide]
+    assert exchanges and not missing, f"connecting-exchanges.md lacks {missing}"
+
+
 def bad_case(overrides: dict[str, Any], message: str) -> Callable[[], None]:
     def test() -> None:
         try:
@@ -464,6 +482,7 @@ def main() -> int:
         ("config change rolls the pods", test_config_change_rolls_pods),
         ("schema validation refuses broken manifests", test_validation_can_fail),
         ("alerts and dashboard query exported metrics", test_metrics_exist),
+        ("guides cover every error code and exchange", test_docs_cover_codes_and_exchanges),
     ] + [(f"refused: {name}", bad_case(*case)) for name, case in BAD.items()]
     # The Go library logs each `fail` it evaluates; the expected ones are noise here.
     helm.enable_logging(logging.WARNING)
