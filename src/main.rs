@@ -94,7 +94,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// The health monitor on its own. It never migrates: it refuses to start
-/// until the schema is current, and needs no JWT settings (it serves nothing).
+/// until the schema is current, and needs no JWT settings: on LISTEN_ADDR it
+/// serves only `/healthz`, `/readyz` and `/metrics`.
 async fn worker(settings: Settings) -> anyhow::Result<()> {
     telemetry::init_logging(&settings.log_format);
     // Without ENCRYPTION_KEYS: the embedded default's development key, when it runs beside it.
@@ -108,8 +109,22 @@ async fn worker(settings: Settings) -> anyhow::Result<()> {
     let db = startup::connect_database(&config.database_url).await?;
     startup::prepare_schema(&db, false).await?;
     let services = startup::build_services(&config, db.clone(), keyring)?;
-    telemetry::metrics_handle();
-    worker::run_until_stopped(services, config.worker.clone(), startup::shutdown_signal()).await;
+    let operations =
+        exchange_connections::http::operations_router(db.clone(), services.events.clone(), telemetry::metrics_handle());
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (LISTEN_ADDR): {e}", config.listen_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "worker: health and metrics endpoints");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let endpoints = tokio::spawn(async move {
+        let mut stopped = stopped;
+        let until = async move { drop(stopped.wait_for(|stop| *stop).await) };
+        axum::serve(listener, operations).with_graceful_shutdown(until).await
+    });
+    worker::run_until_stopped(services.clone(), config.worker.clone(), startup::shutdown_signal()).await;
+    let _ = stop.send(true);
+    let _ = endpoints.await;
+    services.events.shutdown();
     db.close().await.ok();
     Ok(())
 }

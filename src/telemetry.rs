@@ -37,8 +37,11 @@ pub fn metrics_handle() -> PrometheusHandle {
             let buckets = [
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ];
+            // Worker lag is measured in seconds to minutes, not milliseconds.
+            let lag_buckets = [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
             let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .set_buckets_for_metric(Matcher::Full("health_check_lag_seconds".into()), &lag_buckets)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets))
                 .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();

@@ -5,10 +5,11 @@
 //! Redis outage into a total one. `event_hub_connected` alerts on it.
 
 use super::HttpState;
-use crate::events::HubStatus;
+use crate::events::{EventHub, HubStatus};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -17,11 +18,16 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
+    readiness(&state.db, &state.events).await
+}
+
+/// Readiness of a process on `db` with `events` (`serve` and `worker` alike).
+pub async fn readiness(db: &DatabaseConnection, events: &EventHub) -> (StatusCode, Json<Value>) {
     let database = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await,
+        tokio::time::timeout(Duration::from_secs(2), db.ping()).await,
         Ok(Ok(()))
     );
-    let hub = state.events.status() != HubStatus::Disconnected;
+    let hub = events.status() != HubStatus::Disconnected;
     let ready = database;
     let status = if ready {
         StatusCode::OK
@@ -29,7 +35,7 @@ pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>)
         StatusCode::SERVICE_UNAVAILABLE
     };
     let up = |ok: bool| if ok { "up" } else { "down" };
-    let hub_check = match state.events.status() {
+    let hub_check = match events.status() {
         HubStatus::InProcess => "in-process",
         HubStatus::Connected => "up",
         HubStatus::Disconnected => "down",

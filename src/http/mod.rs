@@ -26,6 +26,20 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use limits::{RateLimits, RequestLimits};
 
+/// `/healthz`, `/readyz` and `/metrics` alone, for processes that serve no API (the worker).
+pub fn operations_router(db: DatabaseConnection, events: crate::events::EventHub, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route(
+            "/readyz",
+            get(move || {
+                let (db, events) = (db.clone(), events.clone());
+                async move { health::readiness(&db, &events).await }
+            }),
+        )
+        .route("/metrics", get(move || std::future::ready(metrics.render())))
+}
+
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the handlers share.

@@ -48,7 +48,14 @@ pub async fn record(
         details: Set(Some(details)),
         created_at: Set(entity::now()),
     };
-    Ok(audit::Entity::insert(row).exec_with_returning(txn).await?)
+    // Fail closed: the caller's transaction rolls back with this error.
+    audit::Entity::insert(row)
+        .exec_with_returning(txn)
+        .await
+        .map_err(|error| {
+            metrics::counter!("audit_write_failures_total").increment(1);
+            AppError::from(error)
+        })
 }
 
 fn encode_cursor(id: Uuid) -> String {

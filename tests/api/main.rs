@@ -15,6 +15,7 @@ mod kite_login;
 mod kraken_client;
 mod mock;
 mod policy;
+mod processes;
 mod redis_hub;
 mod resilience;
 mod shared_budgets;

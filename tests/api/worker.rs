@@ -607,6 +607,7 @@ impl WorkerProcess {
             .env("ENCRYPTION_KEYS", ENCRYPTION_KEY)
             .env("BINANCE_BASE_URL", &base)
             .env("BINANCE_TESTNET_BASE_URL", &base)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("WORKER_LEASE", "2s")
             .env("WORKER_POLL_INTERVAL", "100ms")
             .env("HEALTH_CHECK_INTERVAL", "5m")
