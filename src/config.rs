@@ -348,10 +348,8 @@ impl Settings {
             egress_ips,
             health_check_interval,
             run_worker,
+            session_sweep_interval: worker.session_sweep,
             worker,
-            session_sweep_interval: parse_duration(&self.session_sweep_interval)
-                .filter(|d| *d >= Duration::from_millis(100))
-                .ok_or_else(|| ConfigError::new("SESSION_SWEEP_INTERVAL", "expected a duration of at least 100ms"))?,
             rate_limits: crate::http::RateLimits {
                 per_ip_per_minute: positive("RATE_LIMIT_PER_IP", self.rate_limit_per_ip)?,
                 per_user_per_minute: positive("RATE_LIMIT_PER_USER", self.rate_limit_per_user)?,
@@ -410,6 +408,9 @@ impl Settings {
         if self.health_check_retention < 1 {
             return Err(ConfigError::new("HEALTH_CHECK_RETENTION", "must be at least 1"));
         }
+        let session_sweep = parse_duration(&self.session_sweep_interval)
+            .filter(|d| *d >= Duration::from_millis(100))
+            .ok_or_else(|| ConfigError::new("SESSION_SWEEP_INTERVAL", "expected a duration of at least 100ms"))?;
         Ok(crate::worker::WorkerConfig {
             interval,
             lease,
@@ -417,6 +418,7 @@ impl Settings {
             batch: self.worker_batch,
             concurrency: self.worker_concurrency,
             retention: self.health_check_retention,
+            session_sweep,
         })
     }
 }

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod config;
 pub mod crypto;
+pub mod database_role;
 pub mod domain;
 pub mod error;
 pub mod events;

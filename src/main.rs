@@ -107,6 +107,8 @@ async fn worker(settings: Settings) -> anyhow::Result<()> {
     let config = settings.validate_for_worker()?;
     let keyring = KeyRing::parse(config.encryption_keys.expose(), "ENCRYPTION_KEYS")?;
     let db = startup::connect_database(&config.database_url).await?;
+    // The health monitor works across users: it needs the system identity.
+    exchange_connections::database_role::check(&db, true).await?;
     startup::prepare_schema(&db, false).await?;
     let services = startup::build_services(&config, db.clone(), keyring)?;
     let operations =

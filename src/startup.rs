@@ -28,7 +28,9 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     services: Services,
-    session_sweep_interval: Duration,
+    /// Sweep expired sessions here: no worker runs in this process, but its
+    /// role may act as the system.
+    session_sweep: Option<Duration>,
     /// Tells WebSocket sessions the server is shutting down.
     stop_sender: tokio::sync::watch::Sender<()>,
     worker: Option<crate::worker::WorkerConfig>,
@@ -81,7 +83,8 @@ pub async fn prepare_schema(db: &DatabaseConnection, migrate: bool) -> anyhow::R
         Migrator::up(db, None).await.context("applying migrations")?;
         return Ok(());
     }
-    let pending = Migrator::get_pending_migrations(db)
+    // Read-only: the runtime role may not create the migrations table.
+    let pending = Migrator::get_pending_migrations_read_only(db)
         .await
         .context("reading the migration state")?;
     if !pending.is_empty() {
@@ -97,15 +100,22 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let keyring = KeyRing::parse(config.encryption_keys.expose(), "ENCRYPTION_KEYS")?;
         let db = connect_database(&config.database_url).await?;
+        // The role first: a role without grants cannot even read the migration state.
+        let acts_as_system = crate::database_role::check(&db, config.run_worker).await?;
         prepare_schema(
             &db,
             config.embedded_database || config.database_url.starts_with("sqlite:"),
         )
         .await?;
-        Self::build_with(config, db, keyring).await
+        Self::build_with(config, db, keyring, acts_as_system).await
     }
 
-    async fn build_with(config: Config, db: DatabaseConnection, keyring: KeyRing) -> anyhow::Result<Self> {
+    async fn build_with(
+        config: Config,
+        db: DatabaseConnection,
+        keyring: KeyRing,
+        acts_as_system: bool,
+    ) -> anyhow::Result<Self> {
         let services = build_services(&config, db.clone(), keyring)?;
         let verifier = Verifier::new(
             AuthConfig {
@@ -147,7 +157,7 @@ impl Application {
             listener,
             router,
             services,
-            session_sweep_interval: config.session_sweep_interval,
+            session_sweep: (!config.run_worker && acts_as_system).then_some(config.session_sweep_interval),
             stop_sender,
             worker: config.run_worker.then(|| config.worker.clone()),
             local_addr,
@@ -170,7 +180,16 @@ impl Application {
                 handle.run_upkeep();
             }
         });
-        let sweeper = tokio::spawn(sweep_sessions(self.services.clone(), self.session_sweep_interval));
+        // The worker sweeps sessions itself; without one, only a role that may act as the system can.
+        let sweeper = match self.session_sweep {
+            Some(every) => Some(tokio::spawn(crate::worker::expire_sessions(self.services.clone(), every))),
+            None => {
+                if self.worker.is_none() {
+                    tracing::info!("expired exchange sessions are swept by the worker processes");
+                }
+                None
+            }
+        };
         // The in-serve worker stops claiming when the shutdown signal comes.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let worker = self.worker.map(|config| {
@@ -196,7 +215,9 @@ impl Application {
         }
         self.services.events.shutdown();
         upkeep.abort();
-        sweeper.abort();
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
         self.db.close().await.ok();
         result.context("HTTP server")
     }
@@ -227,7 +248,7 @@ pub fn build_services(config: &Config, db: DatabaseConnection, keyring: KeyRing)
         config.kraken_tier,
     );
     Ok(Services {
-        db,
+        db: crate::service::tenancy::TenantDb::new(db),
         keyring: Arc::new(keyring),
         exchanges,
         users: Arc::new(UserDirectory::default()),
@@ -245,21 +266,6 @@ pub fn build_services(config: &Config, db: DatabaseConnection, keyring: KeyRing)
             None => EventHub::in_process(),
         },
     })
-}
-
-/// Moves connections whose exchange session expired to `NEEDS_REAUTH`.
-/// Errors are logged and the loop goes on: a failed sweep is retried next tick.
-async fn sweep_sessions(services: Services, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match services.expire_kite_sessions().await {
-            Ok(0) => {}
-            Ok(moved) => tracing::info!(moved, "expired exchange sessions moved to NEEDS_REAUTH"),
-            Err(error) => tracing::warn!(%error, "session expiry sweep failed"),
-        }
-    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -2,7 +2,6 @@
 
 use super::context::caller;
 use super::exchanges::{ExchangeInfo, exchange_infos};
-use crate::service::audit;
 use crate::service::health::HealthSummaryView;
 use crate::service::usage::UsageBucketView;
 use crate::service::views::{AuditLogPageView, ConnectionView};
@@ -50,15 +49,10 @@ impl QueryRoot {
             None => None,
         };
         let connection_id = connection_id.and_then(|id| uuid::Uuid::parse_str(&id).ok());
-        audit::page(
-            &services.db,
-            rc.principal.user_id,
-            connection_id,
-            first.unwrap_or(50),
-            after.as_deref(),
-        )
-        .await
-        .map_err(|e| e.extend())
+        services
+            .audit_log(&rc, connection_id, first.unwrap_or(50), after.as_deref())
+            .await
+            .map_err(|e| e.extend())
     }
 
     /// Hourly usage of one of the caller's connections, oldest first; hours

@@ -70,8 +70,24 @@ fn decode_cursor(cursor: &str) -> AppResult<Uuid> {
         .ok_or_else(|| AppError::bad_input("after", "is not a cursor from this API"))
 }
 
+impl super::Services {
+    /// One page of the caller's audit trail (optionally for one connection), newest first.
+    pub async fn audit_log(
+        &self,
+        ctx: &RequestContext,
+        connection_id: Option<Uuid>,
+        first: i32,
+        after: Option<&str>,
+    ) -> AppResult<AuditLogPageView> {
+        let txn = self.db.as_user(ctx.principal.user_id).await?;
+        let page = page(&txn, ctx.principal.user_id, connection_id, first, after).await?;
+        txn.commit().await?;
+        Ok(page)
+    }
+}
+
 /// One page of the user's entries (optionally for one connection), newest first.
-pub async fn page(
+async fn page(
     db: &impl ConnectionTrait,
     user_id: Uuid,
     connection_id: Option<Uuid>,

@@ -16,7 +16,7 @@ use crate::exchange::{Credentials, ExchangeClient, ExchangeError, TestReport};
 use entity::{connection_health_checks as checks, exchange_keys as keys};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, Set, SqlErr, TransactionTrait,
+    QueryOrder, Set, SqlErr,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -33,17 +33,19 @@ impl Services {
         if !include_revoked {
             query = query.filter(keys::Column::RevokedAt.is_null());
         }
+        let txn = self.db.as_user(ctx.principal.user_id).await?;
         let rows = query
             .order_by_desc(keys::Column::CreatedAt)
             .order_by_desc(keys::Column::Id)
-            .all(&self.db)
+            .all(&txn)
             .await?;
+        txn.commit().await?;
         rows.iter().map(ConnectionView::try_from).collect()
     }
 
     /// One of the caller's connections; another user's is `NOT_FOUND`.
     pub async fn get_connection(&self, ctx: &RequestContext, id: &str) -> AppResult<ConnectionView> {
-        let row = self.owned_row(&self.db, ctx, id).await?;
+        let row = self.owned_row(ctx, id).await?;
         ConnectionView::try_from(&row)
     }
 
@@ -149,7 +151,7 @@ impl Services {
         let report2 = report.clone();
         let inserted = self
             .db
-            .transaction::<_, (keys::Model, Vec<audit::Entry>), AppError>(move |txn| {
+            .user_transaction(ctx.principal.user_id, move |txn| {
                 Box::pin(async move {
                     let inserted = row.insert(txn).await.map_err(conflict_or_internal)?;
                     let entry = audit::record(txn, &ctx2, Some(id), action::CREATED, details).await?;
@@ -200,7 +202,7 @@ impl Services {
         let interval = self.health_check_interval;
         let (updated, before, entries) = self
             .db
-            .transaction::<_, (keys::Model, ConnectionStatus, Vec<audit::Entry>), AppError>(move |txn| {
+            .user_transaction(ctx.principal.user_id, move |txn| {
                 Box::pin(async move {
                     // Re-read inside the transaction: the row may have been revoked meanwhile.
                     let current = keys::Entity::find_by_id(connection_id)
@@ -271,7 +273,7 @@ impl Services {
         id: &str,
         input: CredentialsInput,
     ) -> AppResult<ConnectionView> {
-        let row = self.owned_row(&self.db, ctx, id).await?;
+        let row = self.owned_row(ctx, id).await?;
         if row.revoked_at.is_some() {
             return Err(AppError::bad_input(
                 "id",
@@ -331,7 +333,7 @@ impl Services {
         let status_before = before.clone();
         let (updated, entries) = self
             .db
-            .transaction::<_, (keys::Model, Vec<audit::Entry>), AppError>(move |txn| {
+            .user_transaction(ctx.principal.user_id, move |txn| {
                 Box::pin(async move {
                     // Only a live row is rotated; a concurrent revoke wins.
                     let live = keys::Entity::find_by_id(row.id)
@@ -385,7 +387,7 @@ impl Services {
         let ctx = ctx.clone();
         let (row, entries) = self
             .db
-            .transaction::<_, (keys::Model, Vec<audit::Entry>), AppError>(move |txn| {
+            .user_transaction(ctx.principal.user_id, move |txn| {
                 Box::pin(async move {
                     let row = owned_row_by_id(txn, &ctx, connection_id).await?;
                     if row.revoked_at.is_some() {
@@ -431,7 +433,7 @@ impl Services {
         ctx: &RequestContext,
         id: &str,
     ) -> AppResult<(keys::Model, Exchange, Environment)> {
-        let row = self.owned_row(&self.db, ctx, id).await?;
+        let row = self.owned_row(ctx, id).await?;
         if row.revoked_at.is_some() {
             return Err(AppError::bad_input(
                 "id",
@@ -443,8 +445,13 @@ impl Services {
         Ok((row, exchange, environment))
     }
 
-    async fn owned_row(&self, db: &impl ConnectionTrait, ctx: &RequestContext, id: &str) -> AppResult<keys::Model> {
-        owned_row_by_id(db, ctx, parse_id("id", id)?).await
+    /// One of the caller's connections, read in its own transaction.
+    pub(super) async fn owned_row(&self, ctx: &RequestContext, id: &str) -> AppResult<keys::Model> {
+        let id = parse_id("id", id)?;
+        let txn = self.db.as_user(ctx.principal.user_id).await?;
+        let row = owned_row_by_id(&txn, ctx, id).await?;
+        txn.commit().await?;
+        Ok(row)
     }
 
     /// The client for an exchange, after checking the credential's shape.
@@ -490,7 +497,10 @@ impl Services {
         if let Some(except) = except {
             query = query.filter(keys::Column::Id.ne(except));
         }
-        if let Some(existing) = query.one(&self.db).await? {
+        let txn = self.db.as_user(user_id).await?;
+        let existing = query.one(&txn).await?;
+        txn.commit().await?;
+        if let Some(existing) = existing {
             return Err(if existing.exchange == exchange.as_str() && existing.label == label {
                 AppError::Conflict(format!("you already have a {exchange} connection labelled \"{label}\""))
             } else {

@@ -238,14 +238,16 @@ impl Services {
             .map(|s| json!({ "step": s.name, "status": s.status }))
             .collect();
         // A single append: it commits alone.
+        let txn = self.db.as_user(ctx.principal.user_id).await?;
         let entry = audit::record(
-            &self.db,
+            &txn,
             ctx,
             Some(row.id),
             action::DIAGNOSED,
             json!({ "ok": ok, "steps": summary }),
         )
         .await?;
+        txn.commit().await?;
         self.announce_audit(&[entry]);
         Ok(DiagnosisView {
             connection_id: ID(row.id.to_string()),

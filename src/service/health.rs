@@ -78,7 +78,9 @@ impl Services {
     /// remembered refusal (Kraken's lockout guard) is respected, not forgotten.
     pub async fn check_connection(&self, connection_id: Uuid, user_id: Uuid) -> AppResult<CheckOutcome> {
         let ctx = RequestContext::system(user_id, HEALTH_MONITOR);
-        let row = owned_row_by_id(&self.db, &ctx, connection_id).await?;
+        let txn = self.db.as_user(user_id).await?;
+        let row = owned_row_by_id(&txn, &ctx, connection_id).await?;
+        txn.commit().await?;
         if row.revoked_at.is_some() {
             return Ok(CheckOutcome::Skipped { reason: "revoked" });
         }
@@ -108,6 +110,7 @@ impl Services {
     /// most recent failed checks of live connections.
     pub async fn health_summary(&self, ctx: &RequestContext) -> AppResult<HealthSummaryView> {
         let user_id = ctx.principal.user_id;
+        let txn = self.db.as_user(user_id).await?;
         let counts: Vec<(String, String, i64)> = keys::Entity::find()
             .select_only()
             .column(keys::Column::Exchange)
@@ -117,7 +120,7 @@ impl Services {
             .group_by(keys::Column::Exchange)
             .group_by(keys::Column::Status)
             .into_tuple()
-            .all(&self.db)
+            .all(&txn)
             .await?;
         let mut by_pair: HashMap<(Exchange, ConnectionStatus), i64> = HashMap::new();
         for (exchange, status, n) in counts {
@@ -160,17 +163,18 @@ impl Services {
             .order_by_desc(checks::Column::CheckedAt)
             .order_by_desc(checks::Column::Id)
             .limit(RECENT_FAILURES)
-            .all(&self.db)
+            .all(&txn)
             .await?;
         let ids: Vec<Uuid> = failures.iter().map(|f| f.connection_id).collect();
         let connections: HashMap<Uuid, keys::Model> = keys::Entity::find()
             .filter(keys::Column::UserId.eq(user_id))
             .filter(keys::Column::Id.is_in(ids))
-            .all(&self.db)
+            .all(&txn)
             .await?
             .into_iter()
             .map(|row| (row.id, row))
             .collect();
+        txn.commit().await?;
         let recent_failures = failures
             .into_iter()
             .filter_map(|check| {

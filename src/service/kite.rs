@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use entity::{exchange_keys as keys, kite_login_states as states};
 use rand::RngCore;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -62,7 +62,7 @@ impl Services {
         let expires_at = now + STATE_TTL;
         let login_url = kite.login_url(credentials.api_key.expose(), &state).to_string();
         drop(credentials);
-        let txn = self.db.begin().await?;
+        let txn = self.db.as_user(ctx.principal.user_id).await?;
         states::Entity::insert(states::ActiveModel {
             state_hash: Set(state_hash(&state)),
             user_id: Set(row.user_id),
@@ -73,7 +73,8 @@ impl Services {
         })
         .exec_without_returning(&txn)
         .await?;
-        // Old states are useless: forget them as new ones are made.
+        // Old states are useless: forget the user's as new ones are made
+        // (the session sweep forgets everyone's).
         states::Entity::delete_many()
             .filter(states::Column::ExpiresAt.lt(now))
             .exec(&txn)
@@ -113,22 +114,25 @@ impl Services {
         }
         let now = entity::now();
         // Claim the state: one UPDATE, so two concurrent completions cannot both win.
+        let txn = self.db.as_user(ctx.principal.user_id).await?;
         let claimed = states::Entity::update_many()
             .col_expr(states::Column::UsedAt, Expr::value(now))
             .filter(states::Column::StateHash.eq(state_hash(state)))
             .filter(states::Column::UserId.eq(ctx.principal.user_id))
             .filter(states::Column::UsedAt.is_null())
             .filter(states::Column::ExpiresAt.gt(now))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
         if claimed.rows_affected != 1 {
             return Err(unknown());
         }
         let claim = states::Entity::find_by_id(state_hash(state))
-            .one(&self.db)
+            .one(&txn)
             .await?
             .ok_or_else(unknown)?;
-        let row = owned_row_by_id(&self.db, ctx, claim.connection_id).await?;
+        let row = owned_row_by_id(&txn, ctx, claim.connection_id).await?;
+        // The state stays used even if the exchange then refuses the login.
+        txn.commit().await?;
         if row.revoked_at.is_some() {
             return Err(AppError::bad_input("state", "this connection was revoked"));
         }
@@ -156,7 +160,7 @@ impl Services {
         let interval = self.health_check_interval;
         let (updated, entries) = self
             .db
-            .transaction::<_, (keys::Model, Vec<audit::Entry>), AppError>(move |txn| {
+            .user_transaction(ctx.principal.user_id, move |txn| {
                 Box::pin(async move {
                     let mut active = row.into_active_model();
                     active.access_token_encrypted = Set(Some(sealed.token));
@@ -204,14 +208,24 @@ impl Services {
     }
 
     /// Moves every live connection whose Kite session has expired to
-    /// `NEEDS_REAUTH`, erasing the dead token. Returns how many moved.
+    /// `NEEDS_REAUTH`, erasing the dead token, and forgets expired login
+    /// states. Finding them spans users (the system identity); each move is
+    /// then made as its user. Returns how many moved.
     pub async fn expire_kite_sessions(&self) -> AppResult<usize> {
         let now = entity::now();
+        let txn = self.db.as_system().await?;
+        // The write first: a SQLite transaction that reads first cannot
+        // write once another writer has committed.
+        states::Entity::delete_many()
+            .filter(states::Column::ExpiresAt.lt(now))
+            .exec(&txn)
+            .await?;
         let expired = keys::Entity::find()
             .filter(keys::Column::RevokedAt.is_null())
             .filter(keys::Column::SessionExpiresAt.lte(now))
-            .all(&self.db)
+            .all(&txn)
             .await?;
+        txn.commit().await?;
         let mut moved = 0;
         for row in expired {
             let ctx = RequestContext::system(row.user_id, "system:kite-session-expiry");
@@ -220,7 +234,7 @@ impl Services {
             let id = row.id;
             let (updated, entry) = self
                 .db
-                .transaction::<_, (keys::Model, audit::Entry), AppError>(move |txn| {
+                .user_transaction(row.user_id, move |txn| {
                     Box::pin(async move {
                         let mut active = row.into_active_model();
                         active.status = Set(ConnectionStatus::NeedsReauth.as_str().into());

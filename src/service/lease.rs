@@ -3,7 +3,8 @@
 //! worker until a deadline, in one statement, so two claimers never get the
 //! same connection; a crashed worker's claims lapse and are claimed again.
 //! Also the periodic upkeep: scheduling rows that have no due time and
-//! pruning the health-check history.
+//! pruning the health-check history. All of it spans users: it acts as the
+//! system identity.
 
 use super::Services;
 use crate::domain::ConnectionStatus;
@@ -39,9 +40,10 @@ impl Services {
         let now = entity::now();
         let until = deadline(now, lease);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let backend = self.db.get_database_backend();
+        let backend = self.db.backend();
         let claims = match backend {
             DbBackend::Postgres => {
+                let txn = self.db.as_system().await?;
                 let sql = "WITH due AS ( \
                        SELECT id, lease_owner IS NOT NULL AS reclaimed FROM exchange_keys \
                        WHERE next_check_at <= $1 AND revoked_at IS NULL \
@@ -50,14 +52,14 @@ impl Services {
                      UPDATE exchange_keys k SET lease_owner = $3, lease_expires_at = $4 FROM due \
                      WHERE k.id = due.id \
                      RETURNING k.id, k.user_id, k.next_check_at, due.reclaimed";
-                let rows = self
-                    .db
+                let rows = txn
                     .query_all_raw(Statement::from_sql_and_values(
                         backend,
                         sql,
                         [now.into(), limit.into(), owner.into(), until.into()],
                     ))
                     .await?;
+                txn.commit().await?;
                 rows.iter()
                     .map(|row| {
                         Ok(Claim {
@@ -89,20 +91,27 @@ impl Services {
                         .to_owned()
                 };
                 // Who held the due rows before (for the reclaim metric only).
+                // Read and claim in separate transactions: a SQLite
+                // transaction that reads first cannot then write once
+                // another claimer has committed.
+                let txn = self.db.as_system().await?;
                 let before: Vec<(Uuid, Option<String>)> = keys::Entity::find()
                     .select_only()
                     .column(keys::Column::Id)
                     .column(keys::Column::LeaseOwner)
                     .filter(keys::Column::Id.in_subquery(due()))
                     .into_tuple()
-                    .all(&self.db)
+                    .all(&txn)
                     .await?;
+                txn.commit().await?;
+                let txn = self.db.as_system().await?;
                 let claimed = keys::Entity::update_many()
                     .col_expr(keys::Column::LeaseOwner, Expr::value(owner))
                     .col_expr(keys::Column::LeaseExpiresAt, Expr::value(until))
                     .filter(keys::Column::Id.in_subquery(due()))
-                    .exec_with_returning(&self.db)
+                    .exec_with_returning(&txn)
                     .await?;
+                txn.commit().await?;
                 claimed
                     .into_iter()
                     .map(|row| Claim {
@@ -119,14 +128,16 @@ impl Services {
 
     /// Extends every lease `owner` holds (its checks in flight) to now + `lease`.
     pub async fn renew_leases(&self, owner: &str, lease: Duration) -> AppResult<u64> {
+        let txn = self.db.as_system().await?;
         let result = keys::Entity::update_many()
             .col_expr(
                 keys::Column::LeaseExpiresAt,
                 Expr::value(deadline(entity::now(), lease)),
             )
             .filter(keys::Column::LeaseOwner.eq(owner))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
+        txn.commit().await?;
         Ok(result.rows_affected)
     }
 
@@ -138,13 +149,14 @@ impl Services {
         owner: &str,
         reschedule: Option<Option<DateTime<Utc>>>,
     ) -> AppResult<()> {
+        let txn = self.db.as_system().await?;
         if let Some(next) = reschedule {
             keys::Entity::update_many()
                 .col_expr(keys::Column::NextCheckAt, Expr::value(next))
                 .filter(keys::Column::Id.eq(connection_id))
                 .filter(keys::Column::LeaseOwner.eq(owner))
                 .filter(keys::Column::RevokedAt.is_null())
-                .exec(&self.db)
+                .exec(&txn)
                 .await?;
         }
         keys::Entity::update_many()
@@ -152,25 +164,29 @@ impl Services {
             .col_expr(keys::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
             .filter(keys::Column::Id.eq(connection_id))
             .filter(keys::Column::LeaseOwner.eq(owner))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
+        txn.commit().await?;
         Ok(())
     }
 
     /// Gives back every lease `owner` holds (a stopping worker's abandoned checks).
     pub async fn release_all_leases(&self, owner: &str) -> AppResult<u64> {
+        let txn = self.db.as_system().await?;
         let result = keys::Entity::update_many()
             .col_expr(keys::Column::LeaseOwner, Expr::value(Option::<String>::None))
             .col_expr(keys::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
             .filter(keys::Column::LeaseOwner.eq(owner))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
+        txn.commit().await?;
         Ok(result.rows_affected)
     }
 
     /// Gives live connections that should be checked but have no due time
     /// (rows from before the worker existed) one spread over the interval.
     pub async fn schedule_unscheduled(&self) -> AppResult<u64> {
+        let txn = self.db.as_system().await?;
         let rows: Vec<Uuid> = keys::Entity::find()
             .select_only()
             .column(keys::Column::Id)
@@ -182,8 +198,11 @@ impl Services {
                 ConnectionStatus::Degraded.as_str(),
             ]))
             .into_tuple()
-            .all(&self.db)
+            .all(&txn)
             .await?;
+        txn.commit().await?;
+        // Writes in a transaction of their own (see `claim_due`).
+        let txn = self.db.as_system().await?;
         let now = entity::now();
         for id in &rows {
             let offset = self.health_check_interval.mul_f64(rand::random::<f64>());
@@ -191,16 +210,17 @@ impl Services {
                 .col_expr(keys::Column::NextCheckAt, Expr::value(deadline(now, offset)))
                 .filter(keys::Column::Id.eq(*id))
                 .filter(keys::Column::NextCheckAt.is_null())
-                .exec(&self.db)
+                .exec(&txn)
                 .await?;
         }
+        txn.commit().await?;
         Ok(rows.len() as u64)
     }
 
     /// Keeps the newest `keep` health checks of each connection and deletes
     /// older ones, at most `batch` per call. Returns how many were deleted.
     pub async fn prune_health_checks(&self, keep: u64, batch: u64) -> AppResult<u64> {
-        let backend = self.db.get_database_backend();
+        let backend = self.db.backend();
         let (keep, batch) = (
             i64::try_from(keep).unwrap_or(i64::MAX),
             i64::try_from(batch).unwrap_or(i64::MAX),
@@ -225,10 +245,11 @@ impl Services {
             DbBackend::Postgres => vec![keep.into(), batch.into()],
             _ => vec![keep.into(), keep.into(), batch.into()],
         };
-        let result = self
-            .db
+        let txn = self.db.as_system().await?;
+        let result = txn
             .execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
+        txn.commit().await?;
         Ok(result.rows_affected())
     }
 }

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod limits;
 pub mod policy;
 pub mod status;
+pub mod tenancy;
 pub mod usage;
 pub mod users;
 pub mod views;
@@ -20,7 +21,6 @@ pub mod views;
 use crate::auth::Principal;
 use crate::crypto::KeyRing;
 use crate::exchange::ExchangeRegistry;
-use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 
 /// Who is acting and from where; recorded in audit entries.
@@ -35,7 +35,9 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// The service acting on a user's rows by itself (expiry sweeps, the worker).
+    /// The service acting on one user's rows by itself (the worker's check
+    /// of a connection, an expired session). Its transactions are still
+    /// scoped to that user; only work that spans users acts as the system.
     pub fn system(user_id: uuid::Uuid, actor: &'static str) -> Self {
         Self {
             principal: Principal {
@@ -62,7 +64,8 @@ impl RequestContext {
 /// The service layer's dependencies, shared by every request.
 #[derive(Clone)]
 pub struct Services {
-    pub db: DatabaseConnection,
+    /// Transactions as a user or as the system (row-level security).
+    pub db: tenancy::TenantDb,
     pub keyring: Arc<KeyRing>,
     pub exchanges: ExchangeRegistry,
     pub users: Arc<users::UserDirectory>,

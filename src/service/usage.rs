@@ -211,15 +211,18 @@ impl Services {
                 format!("the range may span at most {} days", MAX_RANGE.num_days()),
             ));
         }
-        let row = owned_row_by_id(&self.db, ctx, parse_id("id", id)?).await?;
+        let id = parse_id("id", id)?;
+        let txn = self.db.as_user(ctx.principal.user_id).await?;
+        let row = owned_row_by_id(&txn, ctx, id).await?;
         let rows = usage::Entity::find()
             .filter(usage::Column::ConnectionId.eq(row.id))
             .filter(usage::Column::UserId.eq(ctx.principal.user_id))
             .filter(usage::Column::BucketStart.gte(hour_of(from)))
             .filter(usage::Column::BucketStart.lte(to))
             .order_by_asc(usage::Column::BucketStart)
-            .all(&self.db)
+            .all(&txn)
             .await?;
+        txn.commit().await?;
         Ok(rows.into_iter().map(UsageBucketView::from).collect())
     }
 }

@@ -3,10 +3,14 @@
 //! check is recorded, audited and published like a manual test), and gives
 //! each lease back when its check is done. Any number of workers can share
 //! one database; a crashed worker's leases lapse and are claimed again.
+//! Also sweeps expired exchange sessions. All of this spans users, so on
+//! PostgreSQL it needs the worker role (the system identity, migration 000006).
 //! Runs as `exchange-connections worker`, or inside `serve` (RUN_WORKER).
 
 mod check;
 mod upkeep;
+
+pub use upkeep::expire_sessions;
 
 use crate::service::Services;
 use std::future::Future;
@@ -30,6 +34,8 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Health checks kept per connection.
     pub retention: u64,
+    /// `SESSION_SWEEP_INTERVAL`: how often expired exchange sessions are swept.
+    pub session_sweep: Duration,
 }
 
 /// How long a stopping worker lets its checks in flight finish.
@@ -52,6 +58,7 @@ pub async fn run_until_stopped(services: Services, config: WorkerConfig, shutdow
         config.retention,
         config.interval.clamp(Duration::from_secs(1), Duration::from_secs(600)),
     ));
+    let sweeper = tokio::spawn(upkeep::expire_sessions(services.clone(), config.session_sweep));
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let mut inflight = JoinSet::new();
     tokio::pin!(shutdown);
@@ -103,6 +110,7 @@ pub async fn run_until_stopped(services: Services, config: WorkerConfig, shutdow
     }
     renewer.abort();
     pruner.abort();
+    sweeper.abort();
     match services.release_all_leases(&owner).await {
         Ok(released) => tracing::info!(worker_id = %owner, released, "health monitor stopped"),
         Err(error) => tracing::warn!(%error, "releasing leases failed; they lapse on their own"),

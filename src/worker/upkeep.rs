@@ -1,6 +1,7 @@
 //! The worker's background upkeep: renewing the leases of checks in flight
-//! (so a slow check is not claimed twice while its worker lives) and pruning
-//! the health-check history to its retention limit.
+//! (so a slow check is not claimed twice while its worker lives), pruning
+//! the health-check history to its retention limit, and moving connections
+//! whose exchange session expired to `NEEDS_REAUTH`.
 
 use crate::service::Services;
 use std::time::Duration;
@@ -43,6 +44,23 @@ pub(super) async fn prune_history(services: Services, keep: u64, every: Duration
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Moves connections whose exchange session expired to `NEEDS_REAUTH`, every
+/// `every`. Errors are logged and the loop goes on: a failed sweep is retried
+/// next tick. `serve` runs this alone when it runs no worker but may act as
+/// the system (SQLite, or a role granted the worker role).
+pub async fn expire_sessions(services: Services, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match services.expire_kite_sessions().await {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(moved, "expired exchange sessions moved to NEEDS_REAUTH"),
+            Err(error) => tracing::warn!(%error, "session expiry sweep failed"),
         }
     }
 }

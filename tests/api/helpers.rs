@@ -1,5 +1,9 @@
 //! Test harness: the real application on an ephemeral port, on SQLite or on
-//! a fresh PostgreSQL database, with a mock Binance behind it.
+//! a fresh PostgreSQL database, with a mock Binance behind it. On PostgreSQL
+//! the database is migrated as its owner and the application connects as a
+//! login role granted only `exchange_connections_app` (or, when it runs the
+//! worker, `exchange_connections_worker`), so every PostgreSQL test also
+//! proves those grants suffice and row-level security binds.
 
 use crate::mock::binance::MockBinance;
 use crate::mock::kite::MockKite;
@@ -37,10 +41,13 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub binance: MockBinance,
     pub kite: MockKite,
-    /// The app's database, for checks behind its back.
+    /// The app's database as its owner (a superuser: no row-level
+    /// security), for checks and changes behind the app's back.
     pub db: DatabaseConnection,
-    pub database_url: String,
-    /// The app's service layer, for calls the API does not offer (worker leases).
+    /// The database as each identity: owner, API role, worker role.
+    pub urls: DatabaseUrls,
+    /// A service layer acting as the worker (the system identity on
+    /// PostgreSQL), for calls the API does not offer (worker leases).
     pub services: Services,
     _dir: TempDir,
 }
@@ -88,10 +95,97 @@ pub fn test_settings(database_url: String, binance: &MockBinance, data_dir: &std
     }
 }
 
+/// The PostgreSQL login roles the tests' processes connect as (never the owner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbRole {
+    /// Granted `exchange_connections_app`: acts as users only (serve).
+    Api,
+    /// Granted `exchange_connections_worker`: also the system (worker, sweeps).
+    Worker,
+}
+
+impl DbRole {
+    pub fn login(self) -> &'static str {
+        match self {
+            DbRole::Api => "ec_test_api",
+            DbRole::Worker => "ec_test_worker",
+        }
+    }
+
+    fn group(self) -> &'static str {
+        match self {
+            DbRole::Api => migration::APP_ROLE,
+            DbRole::Worker => migration::WORKER_ROLE,
+        }
+    }
+}
+
+/// One test database as each identity (all the same on SQLite).
+#[derive(Debug, Clone)]
+pub struct DatabaseUrls {
+    pub owner: String,
+    pub api: String,
+    pub worker: String,
+}
+
+impl DatabaseUrls {
+    pub fn as_role(&self, role: DbRole) -> &str {
+        match role {
+            DbRole::Api => &self.api,
+            DbRole::Worker => &self.worker,
+        }
+    }
+}
+
+const LOGIN_PASSWORD: &str = "ec-test";
+
+/// `owner_url`'s database, logged in as `role`.
+fn url_as(owner_url: &str, role: DbRole) -> String {
+    let mut url = reqwest::Url::parse(owner_url).expect("TEST_DATABASE_URL is a URL");
+    url.set_username(role.login()).expect("set user");
+    url.set_password(Some(LOGIN_PASSWORD)).expect("set password");
+    url.to_string()
+}
+
+/// Creates the test login roles once per server (the migration created the
+/// groups they join). Tests in other processes may race: the loser's
+/// duplicate error is the outcome it wanted.
+async fn ensure_login_roles(owner: &DatabaseConnection) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        for role in [DbRole::Api, DbRole::Worker] {
+            let (login, group) = (role.login(), role.group());
+            owner
+                .execute_unprepared(&format!(
+                    "DO $$ BEGIN \
+                       IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{login}') THEN \
+                         BEGIN CREATE ROLE {login} LOGIN PASSWORD '{LOGIN_PASSWORD}'; \
+                         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END; \
+                       END IF; \
+                       IF NOT pg_has_role('{login}', '{group}', 'MEMBER') THEN \
+                         BEGIN GRANT {group} TO {login}; \
+                         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END; \
+                       END IF; \
+                     END $$"
+                ))
+                .await
+                .expect("create the test login roles");
+        }
+    })
+    .await;
+}
+
 /// A fresh, migrated database for one test.
-pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> String {
+pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> DatabaseUrls {
     match backend {
-        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("test.db").display()),
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}?mode=rwc", dir.join("test.db").display());
+            DatabaseUrls {
+                owner: url.clone(),
+                api: url.clone(),
+                worker: url,
+            }
+        }
         Backend::Postgres => {
             let admin_url = postgres_admin_url();
             let admin = sea_orm::Database::connect(&admin_url).await.unwrap_or_else(|e| {
@@ -109,8 +203,13 @@ pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> String {
             let url = format!("{base}/{name}");
             let db = startup::connect_database(&url).await.expect("connect test database");
             startup::prepare_schema(&db, true).await.expect("migrate test database");
+            ensure_login_roles(&db).await;
             db.close().await.ok();
-            url
+            DatabaseUrls {
+                api: url_as(&url, DbRole::Api),
+                worker: url_as(&url, DbRole::Worker),
+                owner: url,
+            }
         }
     }
 }
@@ -120,23 +219,35 @@ impl TestApp {
         Self::spawn_with(backend, |_| {}).await
     }
 
+    /// The app connects as the API role, or as the worker role when the
+    /// settings run the worker inside it.
     pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        Self::spawn_as(backend, None, adjust).await
+    }
+
+    /// The app connects as `role` (on PostgreSQL), whatever the settings.
+    pub async fn spawn_as(backend: Backend, role: Option<DbRole>, adjust: impl FnOnce(&mut Settings)) -> TestApp {
         exchange_connections::install_crypto_providers();
         let dir = TempDir::new();
-        let url = fresh_database(backend, &dir.0).await;
-        Self::spawn_on(url, dir, adjust).await
+        let urls = fresh_database(backend, &dir.0).await;
+        Self::spawn_on(urls, role, dir, adjust).await
     }
 
     /// A second server process on this one's database (a replica).
     pub async fn replica(&self, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-        Self::spawn_on(self.database_url.clone(), TempDir::new(), adjust).await
+        Self::spawn_on(self.urls.clone(), None, TempDir::new(), adjust).await
     }
 
-    async fn spawn_on(url: String, dir: TempDir, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    async fn spawn_on(
+        urls: DatabaseUrls,
+        role: Option<DbRole>,
+        dir: TempDir,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestApp {
         exchange_connections::install_crypto_providers();
         let binance = MockBinance::start().await;
         let kite = MockKite::start().await;
-        let mut settings = test_settings(url.clone(), &binance, &dir.0);
+        let mut settings = test_settings(urls.api.clone(), &binance, &dir.0);
         settings.kite_base_url = kite.base_url.as_str().trim_end_matches('/').into();
         settings.kite_login_url = kite.login_url.to_string();
         settings.session_sweep_interval = "200ms".into();
@@ -145,12 +256,25 @@ impl TestApp {
         settings.rate_limit_per_user = 1_000_000;
         settings.auth_failures_per_ip = 1_000_000;
         adjust(&mut settings);
+        let role = role.unwrap_or(if settings.run_worker == Some(true) {
+            DbRole::Worker
+        } else {
+            DbRole::Api
+        });
+        let url = urls.as_role(role).to_string();
+        settings.database_url = Some(url.clone());
         let config = settings.validate().expect("valid test settings");
-        let app = Application::build(config).await.expect("build app");
+        let app = Application::build(config.clone()).await.expect("build app");
         let addr = app.local_addr;
-        let services = app.services();
+        let services = if url == urls.worker {
+            app.services()
+        } else {
+            let worker_db = startup::connect_database(&urls.worker).await.expect("connect as the worker");
+            let keyring = exchange_connections::crypto::KeyRing::parse(ENCRYPTION_KEY, "test").expect("key ring");
+            startup::build_services(&config, worker_db, keyring).expect("worker services")
+        };
         tokio::spawn(app.run_until(std::future::pending()));
-        let db = startup::connect_database(&url).await.expect("connect");
+        let db = startup::connect_database(&urls.owner).await.expect("connect");
         TestApp {
             base_url: format!("http://{addr}"),
             client: reqwest::Client::builder()
@@ -160,7 +284,7 @@ impl TestApp {
             binance,
             kite,
             db,
-            database_url: url,
+            urls,
             services,
             _dir: dir,
         }

@@ -3,7 +3,7 @@
 //! and at expiry the connection moves to NEEDS_REAUTH by itself.
 
 use crate::connections::CONNECTION_FIELDS;
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, DbRole, TestApp};
 use crate::on_both_backends;
 use entity::exchange_keys;
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
@@ -35,7 +35,8 @@ async fn create_kite(app: &TestApp, token: &str) -> Value {
 }
 
 async fn kite_login_flow(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // The session sweep spans users: serve runs it only with the worker role.
+    let app = TestApp::spawn_as(backend, Some(DbRole::Worker), |_| {}).await;
     let token = app.token_for(Uuid::new_v4());
     let conn = create_kite(&app, &token).await;
     assert_eq!(conn["status"], "NEEDS_REAUTH", "saved untested, waiting for the login");

@@ -18,6 +18,7 @@ mod policy;
 mod processes;
 mod redis_hub;
 mod resilience;
+mod rls;
 mod shared_budgets;
 mod subscriptions;
 mod tcp_proxy;

@@ -40,7 +40,11 @@ fn start(app: &TestApp, dir: &TempDir, role: &str, port: u16) -> Process {
         .arg(role)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &app.database_url)
+        // Each process as its own login role: the worker's may act as the system.
+        .env(
+            "DATABASE_URL",
+            if role == "worker" { &app.urls.worker } else { &app.urls.api },
+        )
         .env("REDIS_URL", redis_url())
         .env("JWT_SECRET", JWT_SECRET)
         .env("ENCRYPTION_KEYS", ENCRYPTION_KEY)

@@ -603,7 +603,7 @@ impl WorkerProcess {
             .arg("worker")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &app.database_url)
+            .env("DATABASE_URL", &app.urls.worker)
             .env("ENCRYPTION_KEYS", ENCRYPTION_KEY)
             .env("BINANCE_BASE_URL", &base)
             .env("BINANCE_TESTNET_BASE_URL", &base)
