@@ -17,7 +17,11 @@ psql "$admin" -qc "DROP DATABASE IF EXISTS ec_bench" -qc "CREATE DATABASE ec_ben
 db="${admin%/*}/ec_bench"
 export JWT_SECRET="$secret" ENCRYPTION_KEYS="$key" LOG_FORMAT=json RUST_LOG=warn
 DATABASE_URL="$db" $bin migrate
-DATABASE_URL="$db" LISTEN_ADDR="127.0.0.1:$port" $bin serve > /tmp/ec-bench.log 2>&1 &
+# serve refuses the owner (a superuser): a login role in the API's group role, as in production.
+psql "$db" -qc "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ec_bench_api') THEN
+  CREATE ROLE ec_bench_api LOGIN PASSWORD 'ec-bench'; END IF; END \$\$" -qc "GRANT exchange_connections_app TO ec_bench_api"
+app_db=$(python3 bench/as_role.py "$db" ec_bench_api ec-bench)
+DATABASE_URL="$app_db" LISTEN_ADDR="127.0.0.1:$port" $bin serve > /tmp/ec-bench.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done

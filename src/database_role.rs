@@ -146,7 +146,10 @@ mod tests {
             ..role()
         };
         assert!(message(&stranger, false).contains(APP_ROLE));
-        assert!(message(&role(), true).contains(WORKER_ROLE), "the API role cannot run the worker");
+        assert!(
+            message(&role(), true).contains(WORKER_ROLE),
+            "the API role cannot run the worker"
+        );
         let worker = RoleStanding {
             acts_as_system: true,
             ..role()

@@ -182,7 +182,10 @@ impl Application {
         });
         // The worker sweeps sessions itself; without one, only a role that may act as the system can.
         let sweeper = match self.session_sweep {
-            Some(every) => Some(tokio::spawn(crate::worker::expire_sessions(self.services.clone(), every))),
+            Some(every) => Some(tokio::spawn(crate::worker::expire_sessions(
+                self.services.clone(),
+                every,
+            ))),
             None => {
                 if self.worker.is_none() {
                     tracing::info!("expired exchange sessions are swept by the worker processes");

@@ -173,9 +173,25 @@ impl Database {
                 startup::prepare_schema(&db, true)
                     .await
                     .expect("migrate bench database");
+                // serve refuses the owner (a superuser): it runs as a login
+                // role granted the API's group role, as in production.
+                db.execute_unprepared(&format!(
+                    "DO $$ BEGIN \
+                       IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ec_bench_api') THEN \
+                         CREATE ROLE ec_bench_api LOGIN PASSWORD 'ec-bench'; \
+                       END IF; \
+                       GRANT {} TO ec_bench_api; \
+                     END $$",
+                    migration::APP_ROLE
+                ))
+                .await
+                .expect("create the bench login role");
                 db.close().await.ok();
+                let mut url = Url::parse(&url).expect("TEST_DATABASE_URL is a URL");
+                url.set_username("ec_bench_api").expect("user");
+                url.set_password(Some("ec-bench")).expect("password");
                 Self {
-                    url,
+                    url: url.to_string(),
                     postgres: Some((admin_url, name)),
                 }
             }

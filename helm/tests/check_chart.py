@@ -328,6 +328,9 @@ def test_external_secret() -> None:
     assert "JWT_SECRET_FILE" not in env_of(serve["containers"][0]), "JWKS only"
     worker = one(objects, "Deployment", f"{FULLNAME}-worker")["spec"]["template"]["spec"]["containers"][0]
     assert worker["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # Row-level security: each process its own database role.
+    assert env_of(worker)["DATABASE_URL"]["secretKeyRef"]["key"] == "WORKER_DATABASE_URL"
+    assert env_of(serve["containers"][0])["DATABASE_URL"]["secretKeyRef"]["key"] == "DATABASE_URL"
     rules = one(objects, "PrometheusRule", FULLNAME)["spec"]["groups"]
     alerts = {r["alert"]: r for g in rules for r in g["rules"]}
     assert "ExchangeConnectionsWorkerDown" in alerts

@@ -104,7 +104,9 @@ impl MigrationTrait for Migration {
                     "CREATE POLICY {table}_user ON {table} TO {APP_ROLE} \
                      USING ({user_column} = {acting_user}) WITH CHECK ({user_column} = {acting_user})"
                 ),
-                format!("CREATE POLICY {table}_system ON {table} TO {WORKER_ROLE} USING ({system}) WITH CHECK ({system})"),
+                format!(
+                    "CREATE POLICY {table}_system ON {table} TO {WORKER_ROLE} USING ({system}) WITH CHECK ({system})"
+                ),
             ] {
                 db.execute_unprepared(&sql).await?;
             }

@@ -269,7 +269,9 @@ impl TestApp {
         let services = if url == urls.worker {
             app.services()
         } else {
-            let worker_db = startup::connect_database(&urls.worker).await.expect("connect as the worker");
+            let worker_db = startup::connect_database(&urls.worker)
+                .await
+                .expect("connect as the worker");
             let keyring = exchange_connections::crypto::KeyRing::parse(ENCRYPTION_KEY, "test").expect("key ring");
             startup::build_services(&config, worker_db, keyring).expect("worker services")
         };

@@ -43,7 +43,11 @@ fn start(app: &TestApp, dir: &TempDir, role: &str, port: u16) -> Process {
         // Each process as its own login role: the worker's may act as the system.
         .env(
             "DATABASE_URL",
-            if role == "worker" { &app.urls.worker } else { &app.urls.api },
+            if role == "worker" {
+                &app.urls.worker
+            } else {
+                &app.urls.api
+            },
         )
         .env("REDIS_URL", redis_url())
         .env("JWT_SECRET", JWT_SECRET)

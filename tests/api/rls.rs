@@ -159,11 +159,17 @@ async fn the_acting_user_ends_with_its_transaction() {
     let txn = db.as_user(a).await.unwrap();
     assert_eq!(owners(&txn, "exchange_keys", "user_id").await.len(), 1);
     txn.commit().await.unwrap();
-    assert!(owners(&conn, "exchange_keys", "user_id").await.is_empty(), "after commit");
+    assert!(
+        owners(&conn, "exchange_keys", "user_id").await.is_empty(),
+        "after commit"
+    );
     let txn = db.as_user(a).await.unwrap();
     assert_eq!(owners(&txn, "exchange_keys", "user_id").await.len(), 1);
     txn.rollback().await.unwrap();
-    assert!(owners(&conn, "exchange_keys", "user_id").await.is_empty(), "after rollback");
+    assert!(
+        owners(&conn, "exchange_keys", "user_id").await.is_empty(),
+        "after rollback"
+    );
 }
 
 #[tokio::test]
@@ -182,15 +188,27 @@ async fn the_api_role_has_no_ddl_and_deletes_no_history() {
             "{sql}: {error}"
         );
     }
-    for table in ["connection_audit_log", "connection_health_checks", "exchange_keys", "connection_usage"] {
+    for table in [
+        "connection_audit_log",
+        "connection_health_checks",
+        "exchange_keys",
+        "connection_usage",
+    ] {
         let txn = api.as_user(a).await.unwrap();
-        let error = execute(&txn, &format!("DELETE FROM {table}"), vec![]).await.expect_err(table);
+        let error = execute(&txn, &format!("DELETE FROM {table}"), vec![])
+            .await
+            .expect_err(table);
         assert!(error.to_string().contains("permission denied"), "{table}: {error}");
     }
     // The worker prunes history, as the system.
     let (worker, _) = tenant(&app.urls.worker).await;
     let txn = worker.as_system().await.unwrap();
-    assert!(execute(&txn, "DELETE FROM connection_health_checks", vec![]).await.unwrap() >= 2);
+    assert!(
+        execute(&txn, "DELETE FROM connection_health_checks", vec![])
+            .await
+            .unwrap()
+            >= 2
+    );
     txn.rollback().await.unwrap();
 }
 
@@ -245,8 +263,15 @@ async fn serve_and_worker_refuse_roles_rls_would_not_bind() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(migration::WORKER_ROLE), "{stderr}");
     // And both start with the right roles (the rest of the suite runs so).
-    assert!(app.ok(&app.token_for(Uuid::new_v4()), "{ connections { id } }", serde_json::json!({})).await["connections"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(
+        app.ok(
+            &app.token_for(Uuid::new_v4()),
+            "{ connections { id } }",
+            serde_json::json!({})
+        )
+        .await["connections"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -79,7 +79,11 @@ Secrets: URLs as variables (the process has no *_FILE form for them), key materi
   valueFrom:
     secretKeyRef:
       name: {{ include "ec.secretName" .root }}
+      {{- if eq .component "worker" }}
+      key: {{ default $v.secrets.keys.databaseUrl $v.secrets.keys.workerDatabaseUrl }}
+      {{- else }}
       key: {{ $v.secrets.keys.databaseUrl }}
+      {{- end }}
 {{- if $v.secrets.keys.redisUrl }}
 - name: REDIS_URL
   valueFrom:
