@@ -81,7 +81,7 @@ impl super::Services {
     ) -> AppResult<AuditLogPageView> {
         let txn = self.db.as_user(ctx.principal.user_id).await?;
         let page = page(&txn, ctx.principal.user_id, connection_id, first, after).await?;
-        txn.commit().await?;
+        super::tenancy::end_read(txn);
         Ok(page)
     }
 }

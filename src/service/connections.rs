@@ -39,7 +39,7 @@ impl Services {
             .order_by_desc(keys::Column::Id)
             .all(&txn)
             .await?;
-        txn.commit().await?;
+        super::tenancy::end_read(txn);
         rows.iter().map(ConnectionView::try_from).collect()
     }
 
@@ -450,7 +450,7 @@ impl Services {
         let id = parse_id("id", id)?;
         let txn = self.db.as_user(ctx.principal.user_id).await?;
         let row = owned_row_by_id(&txn, ctx, id).await?;
-        txn.commit().await?;
+        super::tenancy::end_read(txn);
         Ok(row)
     }
 
@@ -499,7 +499,7 @@ impl Services {
         }
         let txn = self.db.as_user(user_id).await?;
         let existing = query.one(&txn).await?;
-        txn.commit().await?;
+        super::tenancy::end_read(txn);
         if let Some(existing) = existing {
             return Err(if existing.exchange == exchange.as_str() && existing.label == label {
                 AppError::Conflict(format!("you already have a {exchange} connection labelled \"{label}\""))

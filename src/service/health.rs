@@ -80,7 +80,7 @@ impl Services {
         let ctx = RequestContext::system(user_id, HEALTH_MONITOR);
         let txn = self.db.as_user(user_id).await?;
         let row = owned_row_by_id(&txn, &ctx, connection_id).await?;
-        txn.commit().await?;
+        super::tenancy::end_read(txn);
         if row.revoked_at.is_some() {
             return Ok(CheckOutcome::Skipped { reason: "revoked" });
         }
@@ -174,7 +174,7 @@ impl Services {
             .into_iter()
             .map(|row| (row.id, row))
             .collect();
-        txn.commit().await?;
+        super::tenancy::end_read(txn);
         let recent_failures = failures
             .into_iter()
             .filter_map(|check| {

@@ -103,7 +103,7 @@ impl Services {
                     .into_tuple()
                     .all(&txn)
                     .await?;
-                txn.commit().await?;
+                super::tenancy::end_read(txn);
                 let txn = self.db.as_system().await?;
                 let claimed = keys::Entity::update_many()
                     .col_expr(keys::Column::LeaseOwner, Expr::value(owner))

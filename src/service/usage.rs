@@ -222,7 +222,7 @@ impl Services {
             .order_by_asc(usage::Column::BucketStart)
             .all(&txn)
             .await?;
-        txn.commit().await?;
+        super::tenancy::end_read(txn);
         Ok(rows.into_iter().map(UsageBucketView::from).collect())
     }
 }
