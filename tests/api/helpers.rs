@@ -1,12 +1,14 @@
 //! Test harness: the real application on an ephemeral port, on SQLite or on
-//! a fresh PostgreSQL database, with a mock Binance behind it. On PostgreSQL
-//! the database is migrated as its owner and the application connects as a
-//! login role granted only `exchange_connections_app` (or, when it runs the
-//! worker, `exchange_connections_worker`), so every PostgreSQL test also
-//! proves those grants suffice and row-level security binds.
+//! a fresh PostgreSQL database, with a mock of every exchange behind it. On
+//! PostgreSQL the database is migrated as its owner and the application
+//! connects as a login role granted only `exchange_connections_app` (or,
+//! when it runs the worker, `exchange_connections_worker`), so every
+//! PostgreSQL test also proves those grants suffice and row-level security binds.
 
 use crate::mock::binance::MockBinance;
+use crate::mock::coinbase::MockCoinbase;
 use crate::mock::kite::MockKite;
+use crate::mock::kraken::MockKraken;
 use exchange_connections::config::Settings;
 use exchange_connections::service::Services;
 use exchange_connections::startup::{self, Application};
@@ -40,6 +42,8 @@ pub struct TestApp {
     pub base_url: String,
     pub client: reqwest::Client,
     pub binance: MockBinance,
+    pub coinbase: MockCoinbase,
+    pub kraken: MockKraken,
     pub kite: MockKite,
     /// The app's database as its owner (a superuser: no row-level
     /// security), for checks and changes behind the app's back.
@@ -246,8 +250,12 @@ impl TestApp {
     ) -> TestApp {
         exchange_connections::install_crypto_providers();
         let binance = MockBinance::start().await;
+        let coinbase = MockCoinbase::start().await;
+        let kraken = MockKraken::start().await;
         let kite = MockKite::start().await;
         let mut settings = test_settings(urls.api.clone(), &binance, &dir.0);
+        settings.coinbase_base_url = coinbase.base_url.as_str().trim_end_matches('/').into();
+        settings.kraken_base_url = kraken.base_url.as_str().trim_end_matches('/').into();
         settings.kite_base_url = kite.base_url.as_str().trim_end_matches('/').into();
         settings.kite_login_url = kite.login_url.to_string();
         settings.session_sweep_interval = "200ms".into();
@@ -284,6 +292,8 @@ impl TestApp {
                 .build()
                 .expect("client"),
             binance,
+            coinbase,
+            kraken,
             kite,
             db,
             urls,
