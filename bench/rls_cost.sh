@@ -26,6 +26,9 @@ export JWT_SECRET="$secret" ENCRYPTION_KEYS="$key" LOG_FORMAT=json RUST_LOG=warn
 # One user and one IP make every request: lift the abuse limits (429s would be measured instead).
 export RATE_LIMIT_PER_IP=1000000000 RATE_LIMIT_PER_USER=1000000000
 pids=()
+declare -A serve_pid
+# cpu_ticks PID: user + system CPU of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 # start NAME BINARY PORT: a fresh database migrated by BINARY; serves on PORT.
@@ -43,6 +46,7 @@ start() {
   fi
   DATABASE_URL="$url" LISTEN_ADDR="127.0.0.1:$port" $binary serve > "/tmp/$name.log" 2>&1 &
   pids+=($!)
+  serve_pid[$port]=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
   for i in $(seq -w 1 20); do
     k="BENCHKEY${i}$(printf 'K%.0s' $(seq 1 54))"
@@ -64,6 +68,12 @@ for round in $(seq 1 "$rounds"); do
   for variant in without with; do
     port=$([ "$variant" = without ] && echo 18081 || echo 18082)
     echo "== round $round, $variant RLS; load before: $(uptime | sed 's/.*load average: //')"
-    wrk -t2 -c64 -d"$duration" --latency -s bench/connections.lua "http://127.0.0.1:$port/graphql" | tail -3
+    before=$(cpu_ticks "${serve_pid[$port]}")
+    out=$(wrk -t2 -c64 -d"$duration" --latency -s bench/connections.lua "http://127.0.0.1:$port/graphql")
+    ticks=$(( $(cpu_ticks "${serve_pid[$port]}") - before ))
+    echo "$out" | tail -3
+    # The service's own CPU per request (PostgreSQL's is shared with whatever else runs).
+    total=$(echo "$out" | awk '/requests in/ {print $1}')
+    echo "service CPU: $(python3 -c "print(f'{$ticks * 1000 / $(getconf CLK_TCK) / $total * 1000:.0f}')") µs per request"
   done
 done
