@@ -10,6 +10,7 @@
 //! `FORCE` binds the owner to the policies, so no row leaks, but the owner can
 //! also alter or disable them; refusing it would break single-role setups that
 //! work correctly today, so it is left to the operator to see the warning.
+//! The CLI tools that sweep every row need a role that sees them all.
 
 use anyhow::Context as _;
 use migration::{APP_ROLE, WORKER_ROLE};
@@ -80,6 +81,28 @@ pub async fn check(db: &DatabaseConnection, needs_system: bool) -> anyhow::Resul
         );
     }
     Ok(role.acts_as_system)
+}
+
+/// For the CLI tools that must see every user's rows (`rekey`, `audit
+/// verify`): a role that would see only some of them is refused, since a
+/// tool that silently skips rows could report "all done" or "all intact".
+/// A superuser or BYPASSRLS role is fine here: it sees everything.
+pub async fn check_sees_all(db: &DatabaseConnection) -> anyhow::Result<()> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    judge_sees_all(&standing(db).await?)
+}
+
+fn judge_sees_all(role: &RoleStanding) -> anyhow::Result<()> {
+    if role.superuser || role.bypass_rls || role.acts_as_system {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "DATABASE_URL connects as `{}`, which row-level security would show only part of the rows: \
+         run this with the worker's role (granted {WORKER_ROLE}) or the schema's owner if it is a superuser.",
+        role.name
+    )
 }
 
 fn judge(role: &RoleStanding, needs_system: bool) -> anyhow::Result<()> {
@@ -161,5 +184,26 @@ mod tests {
             ..role()
         };
         assert!(judge(&owner, false).is_ok());
+    }
+
+    #[test]
+    fn tools_need_a_role_that_sees_every_row() {
+        assert!(judge_sees_all(&role()).unwrap_err().to_string().contains(WORKER_ROLE));
+        for sees_all in [
+            RoleStanding {
+                acts_as_system: true,
+                ..role()
+            },
+            RoleStanding {
+                superuser: true,
+                ..role()
+            },
+            RoleStanding {
+                bypass_rls: true,
+                ..role()
+            },
+        ] {
+            assert!(judge_sees_all(&sees_all).is_ok(), "{sees_all:?}");
+        }
     }
 }
