@@ -16,7 +16,7 @@ use crate::error::{AppError, AppResult};
 use sea_orm::sqlx::{self, AssertSqlSafe, Postgres};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr,
-    Statement, TransactionTrait,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use sea_query_sqlx::SqlxValues;
 use std::future::Future;
@@ -47,6 +47,16 @@ enum Acting {
     System,
 }
 
+/// Whether a transaction will write after it has read. On SQLite such a
+/// transaction takes the write lock at `BEGIN` (`IMMEDIATE`), waiting for
+/// it like any writer: a transaction that reads first and then asks for the
+/// lock fails at once (SQLITE_BUSY) when another writer holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    AfterReading,
+    FirstOrNever,
+}
+
 impl TenantDb {
     pub fn new(conn: DatabaseConnection) -> Self {
         Self { conn }
@@ -60,24 +70,31 @@ impl TenantDb {
     /// or written. Commit it, or [`end_read`] it when it only read; the
     /// identity ends with it (dropping it rolls back).
     pub async fn as_user(&self, user_id: Uuid) -> Result<TenantTxn, DbErr> {
-        self.begin(Acting::User(user_id)).await
+        self.begin(Acting::User(user_id), Writes::FirstOrNever).await
     }
 
     /// A transaction acting as the system: every user's rows. Only for work
     /// that spans users (the worker's claims and upkeep, sweeps, CLI tools);
     /// on PostgreSQL it needs a connection with the worker role.
     pub async fn as_system(&self) -> Result<TenantTxn, DbErr> {
-        self.begin(Acting::System).await
+        self.begin(Acting::System, Writes::FirstOrNever).await
+    }
+
+    /// [`Self::as_system`] for a transaction that writes after reading (on
+    /// SQLite it takes the write lock at once; see [`Writes`]).
+    pub async fn as_system_writing(&self) -> Result<TenantTxn, DbErr> {
+        self.begin(Acting::System, Writes::AfterReading).await
     }
 
     /// Runs `work` in a transaction as `user_id`: commits when it succeeds,
-    /// rolls back when it fails.
+    /// rolls back when it fails. For writes: on SQLite it holds the write
+    /// lock throughout (see [`Writes`]); a read goes through [`Self::as_user`].
     pub async fn user_transaction<T, F>(&self, user_id: Uuid, work: F) -> AppResult<T>
     where
         T: Send,
         F: for<'c> FnOnce(&'c TenantTxn) -> TxnWork<'c, T> + Send,
     {
-        finish(self.as_user(user_id).await?, work).await
+        finish(self.begin(Acting::User(user_id), Writes::AfterReading).await?, work).await
     }
 
     /// Runs `work` in a transaction as the system (see [`Self::as_system`]).
@@ -86,12 +103,16 @@ impl TenantDb {
         T: Send,
         F: for<'c> FnOnce(&'c TenantTxn) -> TxnWork<'c, T> + Send,
     {
-        finish(self.as_system().await?, work).await
+        finish(self.as_system_writing().await?, work).await
     }
 
-    async fn begin(&self, acting: Acting) -> Result<TenantTxn, DbErr> {
+    async fn begin(&self, acting: Acting, writes: Writes) -> Result<TenantTxn, DbErr> {
         if self.backend() != DbBackend::Postgres {
-            return Ok(TenantTxn::Plain(self.conn.begin().await?));
+            let options = TransactionOptions {
+                sqlite_transaction_mode: (writes == Writes::AfterReading).then_some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            };
+            return Ok(TenantTxn::Plain(self.conn.begin_with_options(options).await?));
         }
         // `true`: local to the transaction, so it cannot leak to the
         // connection's next user. The values are a formatted UUID or a
