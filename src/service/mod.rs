@@ -4,6 +4,7 @@
 
 mod announce;
 pub mod audit;
+pub mod audit_verify;
 pub mod connections;
 pub mod diagnosis;
 pub mod health;

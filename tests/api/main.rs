@@ -2,6 +2,7 @@
 //! HTTP, with mock exchanges at the HTTP boundary, on SQLite and PostgreSQL.
 
 mod abuse;
+mod audit_chain;
 mod bad_input;
 mod binance_client;
 mod coinbase_client;
