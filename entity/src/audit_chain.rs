@@ -77,7 +77,8 @@ impl ChainFields<'_> {
             Value::Number(self.seq.into()),
             Value::String(self.prev_hash.into()),
             Value::String(self.id.to_string()),
-            self.connection_id.map_or(Value::Null, |id| Value::String(id.to_string())),
+            self.connection_id
+                .map_or(Value::Null, |id| Value::String(id.to_string())),
             Value::String(self.action.into()),
             Value::String(self.actor.into()),
             opt(self.ip),
@@ -232,17 +233,41 @@ mod tests {
         let variants = [
             ChainFields { user_id: id, ..base },
             ChainFields { seq: 2, ..base },
-            ChainFields { prev_hash: "ab", ..base },
+            ChainFields {
+                prev_hash: "ab",
+                ..base
+            },
             ChainFields { id, ..base },
-            ChainFields { connection_id: Some(id), ..base },
-            ChainFields { action: "connection.revoked", ..base },
-            ChainFields { actor: "system:x", ..base },
+            ChainFields {
+                connection_id: Some(id),
+                ..base
+            },
+            ChainFields {
+                action: "connection.revoked",
+                ..base
+            },
+            ChainFields {
+                actor: "system:x",
+                ..base
+            },
             ChainFields { ip: None, ..base },
-            ChainFields { user_agent: None, ..base },
-            ChainFields { request_id: Some("r"), ..base },
-            ChainFields { details: Some(&other), ..base },
+            ChainFields {
+                user_agent: None,
+                ..base
+            },
+            ChainFields {
+                request_id: Some("r"),
+                ..base
+            },
+            ChainFields {
+                details: Some(&other),
+                ..base
+            },
             ChainFields { details: None, ..base },
-            ChainFields { created_at: base.created_at + chrono::Duration::microseconds(1), ..base },
+            ChainFields {
+                created_at: base.created_at + chrono::Duration::microseconds(1),
+                ..base
+            },
         ];
         for variant in variants {
             assert_ne!(variant.hash(), base.hash(), "{variant:?}");
@@ -253,10 +278,26 @@ mod tests {
     fn fields_cannot_bleed_into_each_other() {
         // The same characters split differently between two fields hash differently.
         let details = Value::Null;
-        let a = ChainFields { ip: Some("1,2"), user_agent: Some("3"), ..sample(&details) };
-        let b = ChainFields { ip: Some("1"), user_agent: Some("2,3"), ..sample(&details) };
-        let c = ChainFields { ip: None, user_agent: Some("null"), ..sample(&details) };
-        let d = ChainFields { ip: Some("null"), user_agent: None, ..sample(&details) };
+        let a = ChainFields {
+            ip: Some("1,2"),
+            user_agent: Some("3"),
+            ..sample(&details)
+        };
+        let b = ChainFields {
+            ip: Some("1"),
+            user_agent: Some("2,3"),
+            ..sample(&details)
+        };
+        let c = ChainFields {
+            ip: None,
+            user_agent: Some("null"),
+            ..sample(&details)
+        };
+        let d = ChainFields {
+            ip: Some("null"),
+            user_agent: None,
+            ..sample(&details)
+        };
         assert_ne!(a.hash(), b.hash());
         assert_ne!(c.hash(), d.hash());
     }
@@ -274,7 +315,9 @@ mod tests {
 
     #[test]
     fn timestamps_have_fixed_precision() {
-        let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().with_timezone(&Utc);
+        let at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(timestamp(at), "2026-01-02T03:04:05.000000Z");
     }
 }

@@ -42,10 +42,9 @@ pub async fn record(
     details: serde_json::Value,
 ) -> AppResult<audit::Model> {
     // Fail closed: the caller's transaction rolls back with this error.
-    append(txn, ctx, connection_id, action, details).await.map_err(|error| {
-        metrics::counter!("audit_write_failures_total").increment(1);
-        error
-    })
+    append(txn, ctx, connection_id, action, details)
+        .await
+        .inspect_err(|_| metrics::counter!("audit_write_failures_total").increment(1))
 }
 
 async fn append(

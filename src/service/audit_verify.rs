@@ -11,8 +11,8 @@ use async_graphql::SimpleObject;
 use entity::audit_chain::GENESIS;
 use entity::{connection_audit_heads as heads, connection_audit_log as audit, users};
 use sea_orm::{
-    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IsolationLevel,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    AccessMode, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IsolationLevel, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -140,7 +140,10 @@ fn check_head(head: Option<&heads::Model>, last_seq: i64, last_hash: &str) -> Op
                 last_seq + 1
             )
         };
-        return Some(Break { seq: last_seq + 1, reason });
+        return Some(Break {
+            seq: last_seq + 1,
+            reason,
+        });
     }
     if head_seq < last_seq {
         return Some(Break {

@@ -19,8 +19,8 @@ use exchange_connections::startup;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Alias, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -241,7 +241,10 @@ async fn service_cannot_change_or_remove_entries(backend: Backend) {
         ("UPDATE connection_audit_log SET action = 'forged'", "append-only"),
         ("DELETE FROM connection_audit_log", "append-only"),
         ("UPDATE connection_audit_heads SET seq = 0", "only moves forward"),
-        ("UPDATE connection_audit_heads SET hash = 'forged'", "only moves forward"),
+        (
+            "UPDATE connection_audit_heads SET hash = 'forged'",
+            "only moves forward",
+        ),
         ("DELETE FROM connection_audit_heads", "only moves forward"),
     ];
     if backend == Backend::Postgres {
@@ -397,7 +400,12 @@ async fn migration_chains_existing_rows(backend: Backend) {
     tie.sort();
     // (id, user, seconds after t0, details)
     let legacy = [
-        (ids[0], alice, 30, Some(json!({"label": "Main ✓", "latencyMs": 120, "ratio": 2.5, "nested": {"b": [1, null], "a": "x\ny"}}))),
+        (
+            ids[0],
+            alice,
+            30,
+            Some(json!({"label": "Main ✓", "latencyMs": 120, "ratio": 2.5, "nested": {"b": [1, null], "a": "x\ny"}})),
+        ),
         (ids[1], alice, 10, None),
         (tie[1], alice, 20, Some(json!({"n": 1e16}))),
         (tie[0], alice, 20, Some(json!({}))),
@@ -408,8 +416,19 @@ async fn migration_chains_existing_rows(backend: Backend) {
         insert
             .into_table(Alias::new("connection_audit_log"))
             .columns(
-                ["id", "user_id", "connection_id", "action", "actor", "ip", "user_agent", "request_id", "details", "created_at"]
-                    .map(Alias::new),
+                [
+                    "id",
+                    "user_id",
+                    "connection_id",
+                    "action",
+                    "actor",
+                    "ip",
+                    "user_agent",
+                    "request_id",
+                    "details",
+                    "created_at",
+                ]
+                .map(Alias::new),
             )
             .values([
                 (*id).into(),
