@@ -2,12 +2,15 @@
 //! HTTP, with mock exchanges at the HTTP boundary, on SQLite and PostgreSQL.
 
 mod abuse;
+mod alerts;
 mod audit_chain;
 mod bad_input;
 mod binance_client;
+mod canary;
 mod coinbase_client;
 mod connections;
 mod embedded;
+mod every_exchange;
 mod graphql_ws_client;
 mod helpers;
 mod http;
@@ -17,6 +20,7 @@ mod kraken_client;
 mod mock;
 mod policy;
 mod processes;
+mod properties;
 mod redis_hub;
 mod resilience;
 mod shared_budgets;
