@@ -1,5 +1,5 @@
 //! The `exchange-connections` binary: `serve` (the default), `worker`,
-//! `migrate`, `schema` and `keygen`.
+//! `migrate`, `audit verify`, `schema` and `keygen`.
 
 use clap::{Parser, Subcommand};
 use exchange_connections::config::Settings;
@@ -31,10 +31,19 @@ enum Command {
     Worker(Box<Settings>),
     /// Apply database migrations.
     Migrate(Box<Settings>),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print the GraphQL schema (SDL); `schema.graphql` is its output.
     Schema,
     /// Print a new Fernet key for ENCRYPTION_KEYS.
     Keygen,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every user's audit hash chain; exits non-zero if any is broken.
+    Verify(Box<Settings>),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +60,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(settings)) => run(async move { serve(*settings).await }),
         Some(Command::Worker(settings)) => run(async move { worker(*settings).await }),
         Some(Command::Migrate(settings)) => run(async move { migrate(*settings).await }),
+        Some(Command::Audit(AuditCommand::Verify(settings))) => run(async move { audit_verify(*settings).await }),
         None => run(async move { serve(Settings::default()).await }),
     }
 }
@@ -137,5 +147,33 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let db = startup::connect_database(&url).await?;
     startup::prepare_schema(&db, true).await?;
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Checks every chain: one line per broken chain, then a summary. A broken
+/// chain fails the command (exit status 1), as does any error.
+async fn audit_verify(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init_logging(&settings.log_format);
+    let url = settings.validate_database_url()?;
+    let db = startup::connect_database(&url).await?;
+    startup::prepare_schema(&db, false).await?;
+    exchange_connections::database_role::check_sees_all(&db).await?;
+    let tenant_db = exchange_connections::service::tenancy::TenantDb::new(db.clone());
+    let summary = exchange_connections::service::audit_verify::verify_all(&tenant_db, |user_id, report| {
+        println!(
+            "user {user_id}: chain broken at seq {}: {}",
+            report.first_broken_seq.unwrap_or_default(),
+            report.reason.as_deref().unwrap_or("unknown")
+        );
+    })
+    .await?;
+    db.close().await.ok();
+    println!(
+        "audit verify: {} chain(s), {} entries checked, {} broken",
+        summary.chains, summary.entries, summary.broken
+    );
+    if summary.broken > 0 {
+        anyhow::bail!("{} audit chain(s) broken", summary.broken);
+    }
     Ok(())
 }

@@ -1,7 +1,10 @@
-//! sea-orm entities for the tables of exchange-connections. Entities only:
-//! rules live in the app's `service` layer. Enum-like columns (exchange,
+//! sea-orm entities for the tables of exchange-connections. Entities only
+//! (and the audit chain's encoding, which the migrations share): rules live
+//! in the app's `service` layer. Enum-like columns (exchange,
 //! status, ...) are stored as their SCREAMING_CASE names.
 
+pub mod audit_chain;
+pub mod connection_audit_heads;
 pub mod connection_audit_log;
 pub mod connection_health_checks;
 pub mod connection_usage;

@@ -49,6 +49,7 @@ const TABLES: &[(&str, &str, &str)] = &[
     ("users", "id", "SELECT, INSERT"),
     ("exchange_keys", "user_id", "SELECT, INSERT, UPDATE"),
     ("connection_audit_log", "user_id", "SELECT, INSERT"),
+    ("connection_audit_heads", "user_id", "SELECT, INSERT, UPDATE"),
     ("connection_health_checks", "user_id", "SELECT, INSERT"),
     ("connection_usage", "user_id", "SELECT, INSERT, UPDATE"),
     ("kite_login_states", "user_id", "SELECT, INSERT, UPDATE, DELETE"),

@@ -2,6 +2,7 @@
 
 use super::context::caller;
 use super::exchanges::{ExchangeInfo, exchange_infos};
+use crate::service::audit_verify::AuditVerificationView;
 use crate::service::health::HealthSummaryView;
 use crate::service::usage::UsageBucketView;
 use crate::service::views::{AuditLogPageView, ConnectionView};
@@ -53,6 +54,13 @@ impl QueryRoot {
             .audit_log(&rc, connection_id, first.unwrap_or(50), after.as_deref())
             .await
             .map_err(|e| e.extend())
+    }
+
+    /// Checks the caller's audit chain end to end: every entry present,
+    /// unaltered and linked, the newest where the chain's head records it.
+    async fn verify_audit_log(&self, ctx: &Context<'_>) -> Result<AuditVerificationView> {
+        let (services, rc) = caller(ctx).await.map_err(|e| e.extend())?;
+        services.verify_audit_log(&rc).await.map_err(|e| e.extend())
     }
 
     /// Hourly usage of one of the caller's connections, oldest first; hours

@@ -92,7 +92,11 @@ mod tests {
             at: chrono::Utc::now(),
             actor: "user:test".into(),
             ip: None,
+            user_agent: None,
+            request_id: None,
             details: None,
+            seq: 0,
+            hash: String::new(),
         })
     }
 

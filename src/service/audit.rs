@@ -1,13 +1,18 @@
 //! The audit trail: one entry per change, written in the same transaction
 //! as the change, and read back in pages (newest first, opaque cursors).
+//! [`record`] is the only writer: it appends to the user's hash chain
+//! (`entity::audit_chain`) under a lock on the user's chain head, so two
+//! transactions for one user can never take the same `seq`.
 
 use super::RequestContext;
 use super::views::{AuditEntryView, AuditLogPageView, PageInfo};
 use crate::error::{AppError, AppResult};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use entity::connection_audit_log as audit;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use entity::audit_chain::GENESIS;
+use entity::{connection_audit_heads as heads, connection_audit_log as audit};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use uuid::Uuid;
 
 pub const PAGE_MAX: i32 = 200;
@@ -29,8 +34,8 @@ pub mod action {
     pub const SECURITY_ALERT: &str = "security.alert";
 }
 
-/// Appends an entry. Call inside the transaction of the change it records;
-/// `details` must never hold secret material.
+/// Appends an entry to the acting user's chain. Call inside the transaction
+/// of the change it records; `details` must never hold secret material.
 pub async fn record(
     txn: &impl ConnectionTrait,
     ctx: &RequestContext,
@@ -38,26 +43,91 @@ pub async fn record(
     action: &str,
     details: serde_json::Value,
 ) -> AppResult<audit::Model> {
-    let row = audit::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        user_id: Set(ctx.principal.user_id),
-        connection_id: Set(connection_id),
-        action: Set(action.to_string()),
-        actor: Set(ctx.actor()),
-        ip: Set(ctx.ip.clone()),
-        user_agent: Set(ctx.user_agent.as_ref().map(|ua| ua.chars().take(512).collect())),
-        request_id: Set(ctx.request_id.as_ref().map(|r| r.chars().take(64).collect())),
-        details: Set(Some(details)),
-        created_at: Set(entity::now()),
-    };
     // Fail closed: the caller's transaction rolls back with this error.
-    audit::Entity::insert(row)
-        .exec_with_returning(txn)
+    append(txn, ctx, connection_id, action, details)
         .await
-        .map_err(|error| {
-            metrics::counter!("audit_write_failures_total").increment(1);
-            AppError::from(error)
-        })
+        .inspect_err(|_| metrics::counter!("audit_write_failures_total").increment(1))
+}
+
+async fn append(
+    txn: &impl ConnectionTrait,
+    ctx: &RequestContext,
+    connection_id: Option<Uuid>,
+    action: &str,
+    details: serde_json::Value,
+) -> AppResult<audit::Model> {
+    let user_id = ctx.principal.user_id;
+    let now = entity::now();
+    // Lock and read the head in one statement: insert-or-touch locks the
+    // user's head row until commit on PostgreSQL (a concurrent append waits
+    // here, then reads the head it wrote), works for a user's first entry
+    // too, and on SQLite takes the writer lock before anything is read.
+    let head = heads::Entity::insert(heads::ActiveModel {
+        user_id: Set(user_id),
+        seq: Set(0),
+        hash: Set(GENESIS.into()),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(heads::Column::UserId)
+            .update_column(heads::Column::UpdatedAt)
+            .to_owned(),
+    )
+    .exec_with_returning(txn)
+    .await?;
+
+    let mut entry = audit::Model {
+        id: Uuid::now_v7(),
+        user_id,
+        connection_id,
+        action: action.to_string(),
+        actor: ctx.actor(),
+        ip: ctx.ip.clone(),
+        user_agent: ctx.user_agent.as_ref().map(|ua| ua.chars().take(512).collect()),
+        request_id: ctx.request_id.as_ref().map(|r| r.chars().take(64).collect()),
+        details: Some(details),
+        created_at: now,
+        seq: head.seq + 1,
+        prev_hash: head.hash,
+        hash: String::new(),
+    };
+    entry.hash = entry.chain_fields().hash();
+    let stored = audit::Entity::insert(audit::ActiveModel {
+        id: Set(entry.id),
+        user_id: Set(entry.user_id),
+        connection_id: Set(entry.connection_id),
+        action: Set(entry.action.clone()),
+        actor: Set(entry.actor.clone()),
+        ip: Set(entry.ip.clone()),
+        user_agent: Set(entry.user_agent.clone()),
+        request_id: Set(entry.request_id.clone()),
+        details: Set(entry.details.clone()),
+        created_at: Set(entry.created_at),
+        seq: Set(entry.seq),
+        prev_hash: Set(entry.prev_hash.clone()),
+        hash: Set(entry.hash.clone()),
+    })
+    .exec_with_returning(txn)
+    .await?;
+    // What the database kept must hash the same, or the entry could never
+    // be verified: refuse it now rather than report tampering later.
+    if stored.chain_fields().hash() != stored.hash {
+        return Err(AppError::internal(anyhow::anyhow!(
+            "audit entry {} does not hash the same after storing (action {action})",
+            stored.id
+        )));
+    }
+    let moved = heads::Entity::update_many()
+        .col_expr(heads::Column::Seq, Expr::value(stored.seq))
+        .col_expr(heads::Column::Hash, Expr::value(stored.hash.clone()))
+        .col_expr(heads::Column::UpdatedAt, Expr::value(now))
+        .filter(heads::Column::UserId.eq(user_id))
+        .exec(txn)
+        .await?;
+    if moved.rows_affected != 1 {
+        return Err(AppError::from(DbErr::RecordNotUpdated));
+    }
+    Ok(stored)
 }
 
 fn encode_cursor(id: Uuid) -> String {

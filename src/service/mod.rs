@@ -5,6 +5,7 @@
 pub mod alerts;
 mod announce;
 pub mod audit;
+pub mod audit_verify;
 pub mod connections;
 pub mod diagnosis;
 pub mod health;

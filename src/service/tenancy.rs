@@ -55,6 +55,9 @@ enum Acting {
 enum Writes {
     AfterReading,
     FirstOrNever,
+    /// A read-only snapshot: every read sees the database as of one moment
+    /// (PostgreSQL's REPEATABLE READ; a SQLite transaction already does).
+    Never,
 }
 
 impl TenantDb {
@@ -78,6 +81,17 @@ impl TenantDb {
     /// on PostgreSQL it needs a connection with the worker role.
     pub async fn as_system(&self) -> Result<TenantTxn, DbErr> {
         self.begin(Acting::System, Writes::FirstOrNever).await
+    }
+
+    /// A read-only snapshot as `user_id`, for reads that must agree with
+    /// each other (an audit chain's head and its entries).
+    pub async fn as_user_snapshot(&self, user_id: Uuid) -> Result<TenantTxn, DbErr> {
+        self.begin(Acting::User(user_id), Writes::Never).await
+    }
+
+    /// A read-only snapshot as the system (see [`Self::as_user_snapshot`]).
+    pub async fn as_system_snapshot(&self) -> Result<TenantTxn, DbErr> {
+        self.begin(Acting::System, Writes::Never).await
     }
 
     /// [`Self::as_system`] for a transaction that writes after reading (on
@@ -122,9 +136,13 @@ impl TenantDb {
             Acting::User(user_id) => format!("SELECT set_config('{USER_SETTING}', '{user_id}', true)"),
             Acting::System => format!("SELECT set_config('{SYSTEM_SETTING}', 'on', true)"),
         };
+        let begin = match writes {
+            Writes::Never => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            Writes::AfterReading | Writes::FirstOrNever => "BEGIN",
+        };
         let pool = self.conn.get_postgres_connection_pool();
         let txn = pool
-            .begin_with(AssertSqlSafe(format!("BEGIN; {set}")))
+            .begin_with(AssertSqlSafe(format!("{begin}; {set}")))
             .await
             .map_err(conn_err)?;
         Ok(TenantTxn::Postgres(Mutex::new(txn)))

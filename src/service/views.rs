@@ -90,7 +90,17 @@ pub struct AuditEntryView {
     pub at: DateTime<Utc>,
     pub actor: String,
     pub ip: Option<String>,
+    /// The client's `User-Agent` (its first 512 characters).
+    pub user_agent: Option<String>,
+    /// The `X-Request-Id` of the request that made the change.
+    pub request_id: Option<String>,
     pub details: Option<Json<serde_json::Value>>,
+    /// The entry's number in the caller's audit chain (1, 2, …).
+    #[serde(default)]
+    pub seq: i64,
+    /// SHA-256 (hex) of the entry's canonical encoding, chained to the previous entry's.
+    #[serde(default)]
+    pub hash: String,
 }
 
 #[derive(Debug, Clone, SimpleObject)]
@@ -179,7 +189,11 @@ impl From<&connection_audit_log::Model> for AuditEntryView {
             at: row.created_at,
             actor: row.actor.clone(),
             ip: row.ip.clone(),
+            user_agent: row.user_agent.clone(),
+            request_id: row.request_id.clone(),
             details: row.details.clone().map(Json),
+            seq: row.seq,
+            hash: row.hash.clone(),
         }
     }
 }

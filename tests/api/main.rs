@@ -3,6 +3,7 @@
 
 mod abuse;
 mod alerts;
+mod audit_chain;
 mod bad_input;
 mod binance_client;
 mod canary;

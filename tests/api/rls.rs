@@ -16,10 +16,11 @@ use std::process::Command;
 use uuid::Uuid;
 
 /// Every table with per-user rows, and the column naming the user.
-const TABLES: [(&str, &str); 6] = [
+const TABLES: [(&str, &str); 7] = [
     ("users", "id"),
     ("exchange_keys", "user_id"),
     ("connection_audit_log", "user_id"),
+    ("connection_audit_heads", "user_id"),
     ("connection_health_checks", "user_id"),
     ("connection_usage", "user_id"),
     ("kite_login_states", "user_id"),
@@ -107,8 +108,9 @@ async fn a_user_transaction_cannot_write_another_users_rows() {
         assert!(error.contains("row-level security"), "{error}");
     };
     let audit_for = |user: Uuid| vec![Uuid::now_v7().into(), user.into()];
-    let insert_audit = "INSERT INTO connection_audit_log (id, user_id, action, actor, created_at) \
-                        VALUES ($1, $2, 'connection.tested', 'x', now())";
+    let insert_audit = "INSERT INTO connection_audit_log \
+                        (id, user_id, action, actor, created_at, seq, prev_hash, hash) \
+                        VALUES ($1, $2, 'connection.tested', 'x', now(), 1000000, 'x', 'x')";
 
     // INSERT for another user: WITH CHECK refuses it.
     let txn = api.as_user(a).await.unwrap();
