@@ -171,6 +171,7 @@ impl Application {
             }
         });
         let sweeper = tokio::spawn(sweep_sessions(self.services.clone(), self.session_sweep_interval));
+        let secrets_gauge = tokio::spawn(count_stored_secrets(self.services.clone()));
         // The in-serve worker stops claiming when the shutdown signal comes.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let worker = self.worker.map(|config| {
@@ -197,6 +198,7 @@ impl Application {
         self.services.events.shutdown();
         upkeep.abort();
         sweeper.abort();
+        secrets_gauge.abort();
         self.db.close().await.ok();
         result.context("HTTP server")
     }
@@ -258,6 +260,24 @@ async fn sweep_sessions(services: Services, every: Duration) {
             Ok(0) => {}
             Ok(moved) => tracing::info!(moved, "expired exchange sessions moved to NEEDS_REAUTH"),
             Err(error) => tracing::warn!(%error, "session expiry sweep failed"),
+        }
+    }
+}
+
+/// How often `serve` recounts the stored secrets per key version (one
+/// aggregate query over `exchange_keys`).
+const STORED_SECRETS_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Keeps the `stored_secrets{key}` gauge current, from startup on, so an
+/// operator can watch an old key reach 0 after `rekey`.
+async fn count_stored_secrets(services: Services) {
+    let mut gauge = crate::service::rekey::StoredSecretsGauge::default();
+    let mut tick = tokio::time::interval(STORED_SECRETS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(error) = gauge.refresh(&services.db, &services.keyring).await {
+            tracing::warn!(%error, "counting stored secrets per key version failed");
         }
     }
 }
