@@ -644,4 +644,37 @@ mod tests {
             }
         ));
     }
+
+    #[test]
+    fn the_gauge_lists_ring_keys_and_drops_vanished_versions_to_zero() {
+        let handle = crate::telemetry::metrics_handle();
+        let (new, old) = (KeyRing::generate_key(), KeyRing::generate_key());
+        let rotated = ring(&format!("{new},{old}"));
+        let (new_id, old_id) = (
+            ring(&new).primary_key_id().to_owned(),
+            ring(&old).primary_key_id().to_owned(),
+        );
+        let gone = format!("gone-{}", Uuid::new_v4().simple());
+        let value = |key: &str| {
+            let prefix = format!("stored_secrets{{key=\"{key}\"}} ");
+            handle
+                .render()
+                .lines()
+                .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+        };
+        let mut gauge = StoredSecretsGauge::default();
+        gauge.publish(&rotated, &BTreeMap::from([(old_id.clone(), 7), (gone.clone(), 2)]));
+        assert_eq!(value(&old_id).as_deref(), Some("7"));
+        assert_eq!(
+            value(&new_id).as_deref(),
+            Some("0"),
+            "a ring key holding nothing shows 0"
+        );
+        assert_eq!(value(&gone).as_deref(), Some("2"));
+        // After a rekey: everything under the new key; the old one and the vanished version read 0.
+        gauge.publish(&rotated, &BTreeMap::from([(new_id.clone(), 9)]));
+        assert_eq!(value(&new_id).as_deref(), Some("9"));
+        assert_eq!(value(&old_id).as_deref(), Some("0"));
+        assert_eq!(value(&gone).as_deref(), Some("0"));
+    }
 }

@@ -17,6 +17,7 @@ mod mock;
 mod policy;
 mod processes;
 mod redis_hub;
+mod rekey;
 mod resilience;
 mod shared_budgets;
 mod subscriptions;
