@@ -52,6 +52,9 @@ struct RekeyArgs {
     /// Rows per batch; each batch is one transaction.
     #[arg(long, default_value_t = rekey::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     batch_size: u64,
+    /// Batches in flight at once, each on its own database connection (1: one after another).
+    #[arg(long, default_value_t = rekey::DEFAULT_PARALLEL as u64, value_parser = clap::value_parser!(u64).range(1..=16))]
+    jobs: u64,
     #[command(flatten)]
     settings: Settings,
 }
@@ -170,6 +173,7 @@ async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
     startup::prepare_schema(&db, false).await?;
     let options = RekeyOptions {
         batch_size: args.batch_size,
+        parallel: args.jobs as usize,
         dry_run: args.dry_run,
     };
     let mut run = Rekey::start(db.clone(), keyring.clone(), options).await?;

@@ -16,15 +16,16 @@ use super::audit::{self, action};
 use crate::crypto::{CryptoError, KeyRing, SecretField, SecretOwner};
 use crate::error::{AppError, AppResult};
 use entity::exchange_keys as keys;
-use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode, Statement, TransactionOptions,
+    TransactionTrait,
 };
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 /// The actor written in the audit entries of a rekey.
@@ -33,6 +34,8 @@ pub const ACTOR: &str = "system:rekey";
 pub const UNRECORDED: &str = "(none)";
 /// Rows per batch unless told otherwise.
 pub const DEFAULT_BATCH_SIZE: u64 = 500;
+/// Batches in flight unless told otherwise.
+pub const DEFAULT_PARALLEL: usize = 2;
 /// Attempts per batch: a deadlock or lost connection aborts only that
 /// batch's transaction, which is then simply tried again.
 const ATTEMPTS: u32 = 3;
@@ -150,6 +153,10 @@ fn plan(keyring: &KeyRing, row: &StoredRow) -> Plan {
 pub struct RekeyOptions {
     /// Rows read (and locked) per transaction.
     pub batch_size: u64,
+    /// Batches in flight at once (each on its own connection). The time
+    /// goes mostly to round trips, so two keep both the database and the
+    /// process busy; one is strictly sequential.
+    pub parallel: usize,
     /// Only count: open every secret, write nothing.
     pub dry_run: bool,
 }
@@ -158,6 +165,7 @@ impl Default for RekeyOptions {
     fn default() -> Self {
         Self {
             batch_size: DEFAULT_BATCH_SIZE,
+            parallel: DEFAULT_PARALLEL,
             dry_run: false,
         }
     }
@@ -219,17 +227,38 @@ pub struct BatchReport {
     moved: BTreeMap<String, u64>,
 }
 
-/// One run of `rekey`: call [`Rekey::next_batch`] until it returns `None`.
-/// Dropping it between batches (or a crash in one) loses nothing: every
-/// batch commits on its own, and the next run skips what is done.
-pub struct Rekey {
+/// What every batch of a run shares.
+struct Shared {
     db: DatabaseConnection,
     keyring: Arc<KeyRing>,
     options: RekeyOptions,
-    /// The id of the last row of the last committed batch.
-    cursor: Option<Uuid>,
     /// Correlates this run's audit entries (their `request_id`).
     run_id: String,
+}
+
+/// The ids a batch covers: after `after` (exclusive) up to `up_to` (inclusive).
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    after: Option<Uuid>,
+    up_to: Uuid,
+}
+
+/// A batch's rows, read (and, unless a dry run, locked in `txn`).
+struct Claimed {
+    txn: Option<DatabaseTransaction>,
+    rows: Vec<StoredRow>,
+}
+
+/// One run of `rekey`: call [`Rekey::next_batch`] until it returns `None`.
+/// Dropping it (or a crash) loses nothing: every batch commits on its own,
+/// batches in flight roll back, and the next run skips what is done.
+pub struct Rekey {
+    shared: Arc<Shared>,
+    /// The last id claimed by a batch.
+    cursor: Option<Uuid>,
+    /// Every row has been claimed.
+    exhausted: bool,
+    in_flight: JoinSet<AppResult<BatchReport>>,
     /// Rows holding secrets when the run started.
     total_rows: u64,
     totals: Counts,
@@ -243,14 +272,26 @@ impl Rekey {
         if options.batch_size == 0 {
             return Err(AppError::bad_input("batch_size", "must be at least 1"));
         }
+        if options.parallel == 0 {
+            return Err(AppError::bad_input("parallel", "must be at least 1"));
+        }
+        let mut options = options;
+        if db.get_database_backend() == DbBackend::Sqlite {
+            // One writer at a time: a second batch would only wait for the first.
+            options.parallel = 1;
+        }
         let total_rows = rows_with_secrets(&db).await?;
         let by_key = stored_secrets_by_key(&db).await?;
         Ok(Self {
-            db,
-            keyring,
-            options,
+            shared: Arc::new(Shared {
+                db,
+                keyring,
+                options,
+                run_id: format!("rekey-{}", Uuid::now_v7()),
+            }),
             cursor: None,
-            run_id: format!("rekey-{}", Uuid::now_v7()),
+            exhausted: false,
+            in_flight: JoinSet::new(),
             total_rows,
             totals: Counts::default(),
             by_key,
@@ -258,12 +299,12 @@ impl Rekey {
     }
 
     pub fn options(&self) -> RekeyOptions {
-        self.options
+        self.shared.options
     }
 
     /// The `request_id` of this run's audit entries.
     pub fn run_id(&self) -> &str {
-        &self.run_id
+        &self.shared.run_id
     }
 
     /// Rows holding secrets when the run started.
@@ -281,144 +322,214 @@ impl Rekey {
     /// as they would be). Every ring key is listed, with 0 if it holds none.
     pub fn by_key(&self) -> BTreeMap<String, u64> {
         let mut by_key = self.by_key.clone();
-        for id in self.keyring.key_ids() {
+        for id in self.shared.keyring.key_ids() {
             by_key.entry(id.to_owned()).or_insert(0);
         }
         by_key
     }
 
-    /// Processes the next batch; `None` when every row was seen.
+    /// Waits for the next batch to commit (keeping up to `parallel` in
+    /// flight) and returns what it did; `None` when every row was seen.
     pub async fn next_batch(&mut self) -> AppResult<Option<BatchReport>> {
-        let mut attempt = 1;
-        let report = loop {
-            match self.try_batch().await {
-                Ok(report) => break report,
-                Err(AppError::Internal(error)) if attempt < ATTEMPTS => {
-                    tracing::warn!(error = %format!("{error:#}"), attempt, "rekey batch failed; retrying it");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error),
-            }
+        while !self.exhausted && self.in_flight.len() < self.shared.options.parallel {
+            let claimed = retry(|| claim(&self.shared, self.cursor, None)).await?;
+            let Some(up_to) = claimed.rows.last().map(|row| row.id) else {
+                self.exhausted = true;
+                break;
+            };
+            let range = Range {
+                after: self.cursor,
+                up_to,
+            };
+            self.cursor = Some(up_to);
+            self.in_flight.spawn(run_batch(self.shared.clone(), range, claimed));
+        }
+        let report = match self.in_flight.join_next().await {
+            None => return Ok(None),
+            Some(Ok(report)) => report?,
+            Some(Err(join)) => return Err(AppError::internal(join)),
         };
-        let Some((report, last_id)) = report else {
-            return Ok(None);
-        };
-        self.cursor = Some(last_id);
         self.totals.add(&report.counts);
-        let primary = self.keyring.primary_key_id().to_owned();
+        let keyring = &self.shared.keyring;
+        let primary = keyring.primary_key_id().to_owned();
         for (from, secrets) in &report.moved {
             if let Some(count) = self.by_key.get_mut(from) {
                 *count = count.saturating_sub(*secrets);
             }
             *self.by_key.entry(primary.clone()).or_insert(0) += secrets;
         }
+        let ring_keys = keyring.key_ids();
         self.by_key
-            .retain(|key, count| *count > 0 || self.keyring.key_ids().contains(&key.as_str()));
+            .retain(|key, count| *count > 0 || ring_keys.contains(&key.as_str()));
         Ok(Some(report))
     }
+}
 
-    /// One batch in one transaction (a dry run reads without locking);
-    /// returns its report and the id of its last row.
-    async fn try_batch(&self) -> AppResult<Option<(BatchReport, Uuid)>> {
-        if self.options.dry_run {
-            return self.process(&self.db, false).await;
+/// Runs `attempt` up to [`ATTEMPTS`] times while it fails on the database.
+async fn retry<T, F, Fut>(mut attempt: F) -> AppResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = AppResult<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(AppError::Internal(error)) if tries < ATTEMPTS => {
+                tracing::warn!(error = %format!("{error:#}"), attempt = tries, "rekey batch failed; retrying it");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                tries += 1;
+            }
+            outcome => return outcome,
         }
-        let txn = begin(&self.db).await?;
-        let outcome = self.process(&txn, true).await?;
-        txn.commit().await?;
-        Ok(outcome)
     }
+}
 
-    async fn process(&self, conn: &impl ConnectionTrait, write: bool) -> AppResult<Option<(BatchReport, Uuid)>> {
-        let rows = self.read_batch(conn, write).await?;
-        let Some(last_id) = rows.last().map(|row| row.id) else {
-            return Ok(None);
-        };
-        let primary = self.keyring.primary_key_id();
-        let mut report = BatchReport::default();
-        for row in &rows {
-            report.counts.scanned += 1;
-            match plan(&self.keyring, row) {
-                Plan::Current => {}
-                Plan::Unreadable { field, reason } => {
-                    report.counts.unreadable += 1;
-                    report.unreadable.push(Unreadable {
-                        connection_id: row.id,
-                        field,
-                        reason,
-                    });
+/// Reads the rows after `after` (the next `batch_size`, or those up to
+/// `up_to` when a failed batch is tried again) in a new transaction that
+/// locks them; a dry run reads without a transaction.
+async fn claim(shared: &Shared, after: Option<Uuid>, up_to: Option<Uuid>) -> AppResult<Claimed> {
+    if shared.options.dry_run {
+        let rows = read_rows(&shared.db, after, up_to, shared.options.batch_size, false).await?;
+        return Ok(Claimed { txn: None, rows });
+    }
+    let txn = begin(&shared.db).await?;
+    let rows = read_rows(&txn, after, up_to, shared.options.batch_size, true).await?;
+    Ok(Claimed { txn: Some(txn), rows })
+}
+
+/// Processes a claimed batch and commits it; a failure rolls it back and
+/// the same range is claimed and processed again.
+async fn run_batch(shared: Arc<Shared>, range: Range, claimed: Claimed) -> AppResult<BatchReport> {
+    let mut claimed = Some(claimed);
+    retry(|| {
+        let first = claimed.take();
+        let shared = &shared;
+        async move {
+            let Claimed { txn, rows } = match first {
+                Some(claimed) => claimed,
+                None => claim(shared, range.after, Some(range.up_to)).await?,
+            };
+            match txn {
+                Some(txn) => {
+                    let report = process(shared, &txn, &rows, true).await?;
+                    txn.commit().await?;
+                    Ok(report)
                 }
-                Plan::Write { resealed, from_keys } => {
-                    if write {
-                        store(conn, row, &resealed, primary).await?;
-                        if !resealed.is_empty() {
-                            self.audit(conn, row, &resealed, &from_keys).await?;
-                        }
-                    }
-                    if resealed.is_empty() {
-                        report.counts.rows_relabelled += 1;
-                    } else {
-                        report.counts.rows_resealed += 1;
-                        report.counts.secrets_resealed += resealed.len() as u64;
-                    }
-                    if row.key_version.as_deref() != Some(primary) {
-                        *report.moved.entry(row.key_label()).or_insert(0) += row.secrets();
-                    }
-                }
+                None => process(shared, &shared.db, &rows, false).await,
             }
         }
-        Ok(Some((report, last_id)))
-    }
+    })
+    .await
+}
 
-    /// The next rows (by id) holding at least one secret; locked when they will be written.
-    async fn read_batch(&self, conn: &impl ConnectionTrait, lock: bool) -> AppResult<Vec<StoredRow>> {
-        let mut query = keys::Entity::find()
-            .select_only()
-            .columns([
-                keys::Column::Id,
-                keys::Column::UserId,
-                keys::Column::ApiKeyEncrypted,
-                keys::Column::ApiSecretEncrypted,
-                keys::Column::PassphraseEncrypted,
-                keys::Column::AccessTokenEncrypted,
-                keys::Column::KeyVersion,
-            ])
-            .filter(holds_secrets());
-        if let Some(cursor) = self.cursor {
-            query = query.filter(keys::Column::Id.gt(cursor));
+/// Plans every row; when `write`, stores the re-sealed rows and audits
+/// them (in user order, so concurrent batches take users' audit-chain
+/// locks in the same order and cannot deadlock on them).
+async fn process(
+    shared: &Shared,
+    conn: &impl ConnectionTrait,
+    rows: &[StoredRow],
+    write: bool,
+) -> AppResult<BatchReport> {
+    let keyring = &shared.keyring;
+    let primary = keyring.primary_key_id();
+    let mut report = BatchReport::default();
+    let mut writes = Vec::new();
+    for row in rows {
+        report.counts.scanned += 1;
+        match plan(keyring, row) {
+            Plan::Current => {}
+            Plan::Unreadable { field, reason } => {
+                report.counts.unreadable += 1;
+                report.unreadable.push(Unreadable {
+                    connection_id: row.id,
+                    field,
+                    reason,
+                });
+            }
+            Plan::Write { resealed, from_keys } => {
+                if resealed.is_empty() {
+                    report.counts.rows_relabelled += 1;
+                } else {
+                    report.counts.rows_resealed += 1;
+                    report.counts.secrets_resealed += resealed.len() as u64;
+                }
+                if row.key_version.as_deref() != Some(primary) {
+                    *report.moved.entry(row.key_label()).or_insert(0) += row.secrets();
+                }
+                writes.push((row, resealed, from_keys));
+            }
         }
-        if lock {
-            // FOR UPDATE on PostgreSQL; nothing on SQLite, whose IMMEDIATE transaction already excludes writers.
-            query = query.lock_exclusive();
-        }
-        Ok(query
-            .order_by_asc(keys::Column::Id)
-            .limit(self.options.batch_size)
-            .into_model::<StoredRow>()
-            .all(conn)
-            .await?)
     }
+    if write {
+        store(conn, &writes, primary).await?;
+        writes.sort_by_key(|(row, _, _)| (row.user_id, row.id));
+        for (row, resealed, from_keys) in &writes {
+            if !resealed.is_empty() {
+                audit_rekeyed(shared, conn, row, resealed, from_keys).await?;
+            }
+        }
+    }
+    Ok(report)
+}
 
-    /// One `connection.rekeyed` entry for the connection, in its owner's log.
-    async fn audit(
-        &self,
-        conn: &impl ConnectionTrait,
-        row: &StoredRow,
-        resealed: &[(SecretField, String)],
-        from_keys: &BTreeSet<String>,
-    ) -> AppResult<()> {
-        let mut ctx = RequestContext::system(row.user_id, ACTOR);
-        ctx.request_id = Some(self.run_id.clone());
-        let fields: Vec<&str> = resealed.iter().map(|(field, _)| field.as_str()).collect();
-        let details = json!({
-            "fromKeys": from_keys,
-            "toKey": self.keyring.primary_key_id(),
-            "fields": fields,
-        });
-        audit::record(conn, &ctx, Some(row.id), action::REKEYED, details).await?;
-        Ok(())
+/// The rows holding at least one secret after `after`, by id: up to `up_to`
+/// when given, else the next `limit`; locked when they will be written.
+async fn read_rows(
+    conn: &impl ConnectionTrait,
+    after: Option<Uuid>,
+    up_to: Option<Uuid>,
+    limit: u64,
+    lock: bool,
+) -> AppResult<Vec<StoredRow>> {
+    let mut query = keys::Entity::find()
+        .select_only()
+        .columns([
+            keys::Column::Id,
+            keys::Column::UserId,
+            keys::Column::ApiKeyEncrypted,
+            keys::Column::ApiSecretEncrypted,
+            keys::Column::PassphraseEncrypted,
+            keys::Column::AccessTokenEncrypted,
+            keys::Column::KeyVersion,
+        ])
+        .filter(holds_secrets());
+    if let Some(after) = after {
+        query = query.filter(keys::Column::Id.gt(after));
     }
+    match up_to {
+        Some(up_to) => query = query.filter(keys::Column::Id.lte(up_to)),
+        None => query = query.limit(limit),
+    }
+    if lock {
+        // FOR UPDATE on PostgreSQL; nothing on SQLite, whose IMMEDIATE transaction already excludes writers.
+        query = query.lock_exclusive();
+    }
+    Ok(query
+        .order_by_asc(keys::Column::Id)
+        .into_model::<StoredRow>()
+        .all(conn)
+        .await?)
+}
+
+/// One `connection.rekeyed` entry for the connection, in its owner's log.
+async fn audit_rekeyed(
+    shared: &Shared,
+    conn: &impl ConnectionTrait,
+    row: &StoredRow,
+    resealed: &[(SecretField, String)],
+    from_keys: &BTreeSet<String>,
+) -> AppResult<()> {
+    let mut ctx = RequestContext::system(row.user_id, ACTOR);
+    ctx.request_id = Some(shared.run_id.clone());
+    let fields: Vec<&str> = resealed.iter().map(|(field, _)| field.as_str()).collect();
+    let details = json!({
+        "fromKeys": from_keys,
+        "toKey": shared.keyring.primary_key_id(),
+        "fields": fields,
+    });
+    audit::record(conn, &ctx, Some(row.id), action::REKEYED, details).await?;
+    Ok(())
 }
 
 /// Rows that hold at least one secret (revoked rows hold none).
@@ -428,19 +539,62 @@ fn holds_secrets() -> Condition {
         .fold(Condition::any(), |any, field| any.add(column(*field).is_not_null()))
 }
 
-/// Writes the re-sealed tokens and the primary key version. `updated_at` is
-/// left alone: nothing the user sees has changed.
+/// Rows per UPDATE statement: 5 parameters each stays under SQLite's 32,766.
+const ROWS_PER_UPDATE: usize = 1000;
+
+/// Writes the re-sealed tokens and the primary key version of `writes`, one
+/// statement per [`ROWS_PER_UPDATE`] rows (a round trip per row would cost
+/// more than the cryptography). A column left NULL in the list keeps its
+/// token. `updated_at` is left alone: nothing the user sees has changed.
 async fn store(
     conn: &impl ConnectionTrait,
-    row: &StoredRow,
-    resealed: &[(SecretField, String)],
+    writes: &[(&StoredRow, Vec<(SecretField, String)>, BTreeSet<String>)],
     primary: &str,
 ) -> AppResult<()> {
-    let mut update = keys::Entity::update_many().col_expr(keys::Column::KeyVersion, Expr::value(primary));
-    for (field, token) in resealed {
-        update = update.col_expr(column(*field), Expr::value(token.as_str()));
+    let backend = conn.get_database_backend();
+    for chunk in writes.chunks(ROWS_PER_UPDATE) {
+        let mut values: Vec<sea_orm::Value> = vec![primary.into()];
+        let mut placeholder = |value: sea_orm::Value| {
+            values.push(value);
+            match backend {
+                DbBackend::Postgres => format!("${}", values.len()),
+                _ => "?".to_owned(),
+            }
+        };
+        let key_version = match backend {
+            DbBackend::Postgres => "$1".to_owned(),
+            _ => "?".to_owned(),
+        };
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|(row, resealed, _)| {
+                let mut cells = vec![placeholder(row.id.into())];
+                for field in FIELDS {
+                    let token = resealed.iter().find(|(f, _)| *f == field).map(|(_, t)| t.clone());
+                    cells.push(placeholder(token.into()));
+                }
+                format!("({})", cells.join(", "))
+            })
+            .collect();
+        let set = FIELDS
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                let name = sea_orm::IdenStatic::as_str(&column(*field));
+                format!("{name} = COALESCE(v.c{i}, exchange_keys.{name})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        // VALUES columns are named column1… on both backends.
+        let sql = format!(
+            "UPDATE exchange_keys SET key_version = {key_version}, {set} FROM \
+             (SELECT column1 AS id, column2 AS c0, column3 AS c1, column4 AS c2, column5 AS c3 \
+              FROM (VALUES {}) AS t) AS v WHERE exchange_keys.id = v.id",
+            rows.join(", ")
+        );
+        conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
     }
-    update.filter(keys::Column::Id.eq(row.id)).exec(conn).await?;
     Ok(())
 }
 

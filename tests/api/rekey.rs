@@ -158,7 +158,7 @@ async fn run_to_end(db: &DatabaseConnection, ring: Arc<KeyRing>, options: RekeyO
 fn batches_of(batch_size: u64) -> RekeyOptions {
     RekeyOptions {
         batch_size,
-        dry_run: false,
+        ..RekeyOptions::default()
     }
 }
 
@@ -283,6 +283,7 @@ async fn rekey_moves_every_secret_to_the_new_key(backend: Backend) {
         RekeyOptions {
             batch_size: 2,
             dry_run: true,
+            ..RekeyOptions::default()
         },
     )
     .await;
@@ -423,7 +424,11 @@ async fn an_interrupted_rekey_resumes(backend: Backend) {
     let before = secrets(&app.db, &ring(ENCRYPTION_KEY)).await;
 
     // One batch of two rows, then the run stops (as if the process died there).
-    let mut first = Rekey::start(app.db.clone(), k.rotated.clone(), batches_of(2))
+    let one_at_a_time = RekeyOptions {
+        parallel: 1,
+        ..batches_of(2)
+    };
+    let mut first = Rekey::start(app.db.clone(), k.rotated.clone(), one_at_a_time)
         .await
         .unwrap();
     let report = first.next_batch().await.unwrap().expect("a first batch");
