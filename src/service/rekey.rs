@@ -1,7 +1,7 @@
 //! Key rotation: re-seals every stored secret under the key ring's primary
 //! key (`exchange-connections rekey`), and counts stored secrets per key
 //! version for the `stored_secrets` gauge. All of its database access is in
-//! this module, and every transaction it runs starts in [`begin`].
+//! this module, inside transactions opened by [`begin`].
 //!
 //! A run walks `exchange_keys` by id (keyset pagination), one batch per
 //! transaction. Each row is locked while it is re-sealed (`FOR UPDATE` on
@@ -57,13 +57,14 @@ fn column(field: SecretField) -> keys::Column {
     }
 }
 
-/// Opens a transaction for a batch. SQLite takes its write lock at once
-/// (`IMMEDIATE`), so no other writer commits between the batch's read and
-/// its writes. Row-level security (PostgreSQL) sets the acting identity here.
-async fn begin(db: &DatabaseConnection) -> AppResult<DatabaseTransaction> {
+/// Opens every transaction of this module: the single place where
+/// row-level security (PostgreSQL) sets the acting (system) identity. A
+/// writing transaction on SQLite takes its write lock at once (`IMMEDIATE`),
+/// so no other writer commits between the batch's read and its writes.
+async fn begin(db: &DatabaseConnection, write: bool) -> AppResult<DatabaseTransaction> {
     Ok(db
         .begin_with_options(TransactionOptions {
-            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            sqlite_transaction_mode: write.then_some(SqliteTransactionMode::Immediate),
             ..Default::default()
         })
         .await?)
@@ -146,6 +147,14 @@ fn plan(keyring: &KeyRing, row: &StoredRow) -> Plan {
     } else {
         Plan::Write { resealed, from_keys }
     }
+}
+
+/// A row to write: its re-sealed tokens (empty: only the key version was
+/// stale) and the ids of the keys they were under.
+struct RowWrite<'a> {
+    row: &'a StoredRow,
+    resealed: Vec<(SecretField, String)>,
+    from_keys: BTreeSet<String>,
 }
 
 /// How a rekey runs.
@@ -243,9 +252,9 @@ struct Range {
     up_to: Uuid,
 }
 
-/// A batch's rows, read (and, unless a dry run, locked in `txn`).
+/// A batch's rows, read in `txn` (and, unless a dry run, locked).
 struct Claimed {
-    txn: Option<DatabaseTransaction>,
+    txn: DatabaseTransaction,
     rows: Vec<StoredRow>,
 }
 
@@ -386,15 +395,12 @@ where
 
 /// Reads the rows after `after` (the next `batch_size`, or those up to
 /// `up_to` when a failed batch is tried again) in a new transaction that
-/// locks them; a dry run reads without a transaction.
+/// locks them (a dry run only reads).
 async fn claim(shared: &Shared, after: Option<Uuid>, up_to: Option<Uuid>) -> AppResult<Claimed> {
-    if shared.options.dry_run {
-        let rows = read_rows(&shared.db, after, up_to, shared.options.batch_size, false).await?;
-        return Ok(Claimed { txn: None, rows });
-    }
-    let txn = begin(&shared.db).await?;
-    let rows = read_rows(&txn, after, up_to, shared.options.batch_size, true).await?;
-    Ok(Claimed { txn: Some(txn), rows })
+    let write = !shared.options.dry_run;
+    let txn = begin(&shared.db, write).await?;
+    let rows = read_rows(&txn, after, up_to, shared.options.batch_size, write).await?;
+    Ok(Claimed { txn, rows })
 }
 
 /// Processes a claimed batch and commits it; a failure rolls it back and
@@ -409,14 +415,9 @@ async fn run_batch(shared: Arc<Shared>, range: Range, claimed: Claimed) -> AppRe
                 Some(claimed) => claimed,
                 None => claim(shared, range.after, Some(range.up_to)).await?,
             };
-            match txn {
-                Some(txn) => {
-                    let report = process(shared, &txn, &rows, true).await?;
-                    txn.commit().await?;
-                    Ok(report)
-                }
-                None => process(shared, &shared.db, &rows, false).await,
-            }
+            let report = process(shared, &txn, &rows, !shared.options.dry_run).await?;
+            txn.commit().await?;
+            Ok(report)
         }
     })
     .await
@@ -457,17 +458,19 @@ async fn process(
                 if row.key_version.as_deref() != Some(primary) {
                     *report.moved.entry(row.key_label()).or_insert(0) += row.secrets();
                 }
-                writes.push((row, resealed, from_keys));
+                writes.push(RowWrite {
+                    row,
+                    resealed,
+                    from_keys,
+                });
             }
         }
     }
     if write {
         store(conn, &writes, primary).await?;
-        writes.sort_by_key(|(row, _, _)| (row.user_id, row.id));
-        for (row, resealed, from_keys) in &writes {
-            if !resealed.is_empty() {
-                audit_rekeyed(shared, conn, row, resealed, from_keys).await?;
-            }
+        writes.sort_by_key(|write| (write.row.user_id, write.row.id));
+        for write in writes.iter().filter(|write| !write.resealed.is_empty()) {
+            audit_rekeyed(shared, conn, write).await?;
         }
     }
     Ok(report)
@@ -513,18 +516,13 @@ async fn read_rows(
 }
 
 /// One `connection.rekeyed` entry for the connection, in its owner's log.
-async fn audit_rekeyed(
-    shared: &Shared,
-    conn: &impl ConnectionTrait,
-    row: &StoredRow,
-    resealed: &[(SecretField, String)],
-    from_keys: &BTreeSet<String>,
-) -> AppResult<()> {
+async fn audit_rekeyed(shared: &Shared, conn: &impl ConnectionTrait, write: &RowWrite<'_>) -> AppResult<()> {
+    let row = write.row;
     let mut ctx = RequestContext::system(row.user_id, ACTOR);
     ctx.request_id = Some(shared.run_id.clone());
-    let fields: Vec<&str> = resealed.iter().map(|(field, _)| field.as_str()).collect();
+    let fields: Vec<&str> = write.resealed.iter().map(|(field, _)| field.as_str()).collect();
     let details = json!({
-        "fromKeys": from_keys,
+        "fromKeys": write.from_keys,
         "toKey": shared.keyring.primary_key_id(),
         "fields": fields,
     });
@@ -546,11 +544,7 @@ const ROWS_PER_UPDATE: usize = 1000;
 /// statement per [`ROWS_PER_UPDATE`] rows (a round trip per row would cost
 /// more than the cryptography). A column left NULL in the list keeps its
 /// token. `updated_at` is left alone: nothing the user sees has changed.
-async fn store(
-    conn: &impl ConnectionTrait,
-    writes: &[(&StoredRow, Vec<(SecretField, String)>, BTreeSet<String>)],
-    primary: &str,
-) -> AppResult<()> {
+async fn store(conn: &impl ConnectionTrait, writes: &[RowWrite<'_>], primary: &str) -> AppResult<()> {
     let backend = conn.get_database_backend();
     for chunk in writes.chunks(ROWS_PER_UPDATE) {
         let mut values: Vec<sea_orm::Value> = vec![primary.into()];
@@ -567,10 +561,10 @@ async fn store(
         };
         let rows: Vec<String> = chunk
             .iter()
-            .map(|(row, resealed, _)| {
-                let mut cells = vec![placeholder(row.id.into())];
+            .map(|write| {
+                let mut cells = vec![placeholder(write.row.id.into())];
                 for field in FIELDS {
-                    let token = resealed.iter().find(|(f, _)| *f == field).map(|(_, t)| t.clone());
+                    let token = write.resealed.iter().find(|(f, _)| *f == field).map(|(_, t)| t.clone());
                     cells.push(placeholder(token.into()));
                 }
                 format!("({})", cells.join(", "))
@@ -600,7 +594,10 @@ async fn store(
 
 async fn rows_with_secrets(db: &DatabaseConnection) -> AppResult<u64> {
     use sea_orm::PaginatorTrait;
-    Ok(keys::Entity::find().filter(holds_secrets()).count(db).await?)
+    let txn = begin(db, false).await?;
+    let rows = keys::Entity::find().filter(holds_secrets()).count(&txn).await?;
+    txn.commit().await?;
+    Ok(rows)
 }
 
 /// Stored secrets (token columns not NULL) per recorded key version
@@ -614,9 +611,11 @@ pub async fn stored_secrets_by_key(db: &DatabaseConnection) -> AppResult<BTreeMa
         count("passphrase_encrypted"),
         count("access_token_encrypted"),
     );
-    let rows = db
+    let txn = begin(db, false).await?;
+    let rows = txn
         .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
         .await?;
+    txn.commit().await?;
     let mut by_key = BTreeMap::new();
     for row in rows {
         let key: Option<String> = row.try_get("", "key_version")?;
