@@ -5,11 +5,12 @@
 # alone (must find nothing to re-encrypt and nothing unreadable), and the
 # cost of the `stored_secrets` gauge's query. Needs PostgreSQL at
 # TEST_DATABASE_URL and python3 with `cryptography`.
-# Usage: bench/rekey.sh [connections, default 100000] [batch size, default 500]
+# Usage: bench/rekey.sh [connections, default 100000] [batch size, default 500] [jobs, default 2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count="${1:-100000}"
 batch="${2:-500}"
+jobs="${3:-2}"
 admin="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 bin=target/release/exchange-connections
 
@@ -36,8 +37,10 @@ run() {
   tail -2 /tmp/ec-bench-rekey.out
 }
 
-run "rekey --batch-size $batch" env ENCRYPTION_KEYS="$new,$old" $bin rekey --batch-size "$batch"
-run "rekey again (nothing to do)" env ENCRYPTION_KEYS="$new,$old" $bin rekey --batch-size "$batch"
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+run "rekey --batch-size $batch --jobs $jobs" env ENCRYPTION_KEYS="$new,$old" $bin rekey --batch-size "$batch" --jobs "$jobs"
+echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+run "rekey again (nothing to do)" env ENCRYPTION_KEYS="$new,$old" $bin rekey --batch-size "$batch" --jobs "$jobs"
 run "rekey --dry-run with only the new key" env ENCRYPTION_KEYS="$new" $bin rekey --dry-run --batch-size "$batch"
 echo "== stored_secrets gauge query (serve runs it once a minute):"
 psql "$db" -Atc "EXPLAIN (ANALYZE, TIMING OFF) SELECT key_version,
