@@ -2,6 +2,7 @@
 //! before a transaction opens (never hold a transaction across the
 //! network); each write and its audit entry then commit together.
 
+use super::alerts;
 use super::announce::kind;
 use super::audit::{self, action};
 use super::health::next_check_at;
@@ -239,6 +240,15 @@ impl Services {
                     record_check(txn, &updated, outcome.as_ref(), source).await?;
                     let mut entries =
                         vec![audit::record(txn, &ctx, Some(connection_id), action::TESTED, details).await?];
+                    let alert = match &outcome {
+                        Ok(report) => {
+                            let stored = alerts::stored_permissions(current.permissions.as_ref());
+                            alerts::on_permissions(txn, &ctx, connection_id, stored, &report.permissions).await?
+                        }
+                        Err(_) if source == "manual" => alerts::on_failed_test(txn, &ctx, connection_id).await?,
+                        Err(_) => None,
+                    };
+                    entries.extend(alert);
                     if before != after {
                         entries.push(
                             audit::record(
@@ -353,6 +363,9 @@ impl Services {
                         .await?,
                     ];
                     record_check(txn, &updated, Ok(&report), "manual").await?;
+                    let stored = alerts::stored_permissions(row.permissions.as_ref());
+                    entries.extend(alerts::on_permissions(txn, &ctx, row.id, stored, &report.permissions).await?);
+                    entries.extend(alerts::on_rotation(txn, &ctx, row.id).await?);
                     if before != updated.status {
                         entries.push(
                             audit::record(

@@ -2,6 +2,7 @@
 //! write and its audit entry commit in one transaction. GraphQL resolvers
 //! and the health-monitor worker call this layer; only this layer touches entities.
 
+pub mod alerts;
 mod announce;
 pub mod audit;
 pub mod connections;

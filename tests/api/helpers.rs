@@ -1,8 +1,10 @@
 //! Test harness: the real application on an ephemeral port, on SQLite or on
-//! a fresh PostgreSQL database, with a mock Binance behind it.
+//! a fresh PostgreSQL database, with a mock of every exchange behind it.
 
 use crate::mock::binance::MockBinance;
+use crate::mock::coinbase::MockCoinbase;
 use crate::mock::kite::MockKite;
+use crate::mock::kraken::MockKraken;
 use exchange_connections::config::Settings;
 use exchange_connections::service::Services;
 use exchange_connections::startup::{self, Application};
@@ -36,6 +38,8 @@ pub struct TestApp {
     pub base_url: String,
     pub client: reqwest::Client,
     pub binance: MockBinance,
+    pub coinbase: MockCoinbase,
+    pub kraken: MockKraken,
     pub kite: MockKite,
     /// The app's database, for checks behind its back.
     pub db: DatabaseConnection,
@@ -135,8 +139,12 @@ impl TestApp {
     async fn spawn_on(url: String, dir: TempDir, adjust: impl FnOnce(&mut Settings)) -> TestApp {
         exchange_connections::install_crypto_providers();
         let binance = MockBinance::start().await;
+        let coinbase = MockCoinbase::start().await;
+        let kraken = MockKraken::start().await;
         let kite = MockKite::start().await;
         let mut settings = test_settings(url.clone(), &binance, &dir.0);
+        settings.coinbase_base_url = coinbase.base_url.as_str().trim_end_matches('/').into();
+        settings.kraken_base_url = kraken.base_url.as_str().trim_end_matches('/').into();
         settings.kite_base_url = kite.base_url.as_str().trim_end_matches('/').into();
         settings.kite_login_url = kite.login_url.to_string();
         settings.session_sweep_interval = "200ms".into();
@@ -158,6 +166,8 @@ impl TestApp {
                 .build()
                 .expect("client"),
             binance,
+            coinbase,
+            kraken,
             kite,
             db,
             database_url: url,

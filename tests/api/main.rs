@@ -2,11 +2,14 @@
 //! HTTP, with mock exchanges at the HTTP boundary, on SQLite and PostgreSQL.
 
 mod abuse;
+mod alerts;
 mod bad_input;
 mod binance_client;
+mod canary;
 mod coinbase_client;
 mod connections;
 mod embedded;
+mod every_exchange;
 mod graphql_ws_client;
 mod helpers;
 mod http;
@@ -16,6 +19,7 @@ mod kraken_client;
 mod mock;
 mod policy;
 mod processes;
+mod properties;
 mod redis_hub;
 mod rekey;
 mod resilience;
