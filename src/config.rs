@@ -235,6 +235,17 @@ impl Settings {
         }
     }
 
+    /// ENCRYPTION_KEYS (or the contents of ENCRYPTION_KEYS_FILE); required.
+    pub fn encryption_keys(&self) -> Result<SecretString, ConfigError> {
+        read_secret(
+            "ENCRYPTION_KEYS",
+            self.encryption_keys.as_deref(),
+            "ENCRYPTION_KEYS_FILE",
+            self.encryption_keys_file.as_ref(),
+        )?
+        .ok_or_else(|| ConfigError::new("ENCRYPTION_KEYS", "set ENCRYPTION_KEYS or ENCRYPTION_KEYS_FILE"))
+    }
+
     /// Validates the settings. Development secrets are filled in by
     /// [`crate::startup::dev_secrets`] before this, when allowed.
     pub fn validate(&self) -> Result<Config, ConfigError> {
@@ -271,13 +282,7 @@ impl Settings {
                 "set JWT_SECRET (or JWT_SECRET_FILE) or JWT_JWKS_URL",
             ));
         }
-        let encryption_keys = read_secret(
-            "ENCRYPTION_KEYS",
-            self.encryption_keys.as_deref(),
-            "ENCRYPTION_KEYS_FILE",
-            self.encryption_keys_file.as_ref(),
-        )?
-        .ok_or_else(|| ConfigError::new("ENCRYPTION_KEYS", "set ENCRYPTION_KEYS or ENCRYPTION_KEYS_FILE"))?;
+        let encryption_keys = self.encryption_keys()?;
 
         let cors_origins = split_list(&self.cors_origins);
         for origin in &cors_origins {

@@ -1,11 +1,14 @@
 //! The `exchange-connections` binary: `serve` (the default), `worker`,
-//! `migrate`, `audit verify`, `schema` and `keygen`.
+//! `migrate`, `audit verify`, `rekey`, `schema` and `keygen`.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use exchange_connections::config::Settings;
+use exchange_connections::service::rekey::{self, Rekey, RekeyOptions};
 use exchange_connections::startup::{self, Application};
 use exchange_connections::{crypto::KeyRing, graphql, telemetry, worker};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 // Many small, short-lived allocations per request (JSON, GraphQL values):
 // mimalloc handles them with less contention than the system allocator.
@@ -34,6 +37,10 @@ enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Re-encrypt every stored secret under the primary (first) key of
+    /// ENCRYPTION_KEYS, in batches, while serve keeps running. Safe to
+    /// interrupt and run again. Exits non-zero if a secret could not be opened.
+    Rekey(Box<RekeyArgs>),
     /// Print the GraphQL schema (SDL); `schema.graphql` is its output.
     Schema,
     /// Print a new Fernet key for ENCRYPTION_KEYS.
@@ -44,6 +51,21 @@ enum Command {
 enum AuditCommand {
     /// Check every user's audit hash chain; exits non-zero if any is broken.
     Verify(Box<Settings>),
+}
+
+#[derive(Args)]
+struct RekeyArgs {
+    /// Only count what would be re-encrypted (every secret is still opened); change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Rows per batch; each batch is one transaction.
+    #[arg(long, default_value_t = rekey::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    batch_size: u64,
+    /// Batches in flight at once, each on its own database connection (1: one after another).
+    #[arg(long, default_value_t = rekey::DEFAULT_PARALLEL as u64, value_parser = clap::value_parser!(u64).range(1..=16))]
+    jobs: u64,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +83,7 @@ fn main() -> ExitCode {
         Some(Command::Worker(settings)) => run(async move { worker(*settings).await }),
         Some(Command::Migrate(settings)) => run(async move { migrate(*settings).await }),
         Some(Command::Audit(AuditCommand::Verify(settings))) => run(async move { audit_verify(*settings).await }),
+        Some(Command::Rekey(args)) => run(async move { rekey(*args).await }),
         None => run(async move { serve(Settings::default()).await }),
     }
 }
@@ -176,4 +199,130 @@ async fn audit_verify(settings: Settings) -> anyhow::Result<()> {
         anyhow::bail!("{} audit chain(s) broken", summary.broken);
     }
     Ok(())
+}
+
+/// `rekey`: runs batches until done (or a shutdown signal, which rolls back
+/// only the batch in flight), printing progress to stdout.
+async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
+    telemetry::init_logging(&args.settings.log_format);
+    let keyring = Arc::new(KeyRing::parse(
+        args.settings.encryption_keys()?.expose(),
+        "ENCRYPTION_KEYS",
+    )?);
+    let db = startup::connect_database(&args.settings.validate_database_url()?).await?;
+    startup::prepare_schema(&db, false).await?;
+    exchange_connections::database_role::check_sees_all(&db).await?;
+    let options = RekeyOptions {
+        batch_size: args.batch_size,
+        parallel: args.jobs as usize,
+        dry_run: args.dry_run,
+    };
+    let mut run = Rekey::start(db.clone(), keyring.clone(), options).await?;
+    let primary = keyring.primary_key_id().to_owned();
+    let mode = if options.dry_run {
+        "rekey (dry run, nothing is written)"
+    } else {
+        "rekey"
+    };
+    println!(
+        "{mode}: primary key {primary}; {} rows hold secrets; stored secrets by key version: {}",
+        run.total_rows(),
+        by_key_line(&run.by_key(), &primary)
+    );
+    let started = std::time::Instant::now();
+    let shutdown = startup::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut batch = 0u64;
+    loop {
+        let report = tokio::select! {
+            biased;
+            () = &mut shutdown => {
+                anyhow::bail!(
+                    "interrupted after {batch} batches (the batch in flight was rolled back); run rekey again to finish"
+                );
+            }
+            report = run.next_batch() => report?,
+        };
+        let Some(report) = report else { break };
+        batch += 1;
+        for row in &report.unreadable {
+            println!("unreadable, skipped: {row}");
+        }
+        let totals = run.totals();
+        let remaining: BTreeMap<String, u64> = run
+            .by_key()
+            .into_iter()
+            .filter(|(key, count)| *key != primary && *count > 0)
+            .collect();
+        println!(
+            "batch {batch}: scanned {}/{} rows; {} {} secrets in {} rows; unreadable {}; remaining by key version: {}",
+            totals.scanned,
+            run.total_rows(),
+            if options.dry_run {
+                "would re-encrypt"
+            } else {
+                "re-encrypted"
+            },
+            totals.secrets_resealed,
+            totals.rows_resealed,
+            totals.unreadable,
+            if remaining.is_empty() {
+                "none".to_owned()
+            } else {
+                by_key_line(&remaining, &primary)
+            },
+        );
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let totals = run.totals().clone();
+    let by_key = if options.dry_run {
+        run.by_key()
+    } else {
+        let mut counted =
+            rekey::stored_secrets_by_key(&exchange_connections::service::tenancy::TenantDb::new(db.clone())).await?;
+        for id in keyring.key_ids() {
+            counted.entry(id.to_owned()).or_insert(0);
+        }
+        counted
+    };
+    println!(
+        "{mode}: done in {elapsed:.1} s: scanned {} rows; {} {} secrets in {} rows ({:.0} secrets/s); \
+         relabelled {} rows; unreadable {}",
+        totals.scanned,
+        if options.dry_run {
+            "would re-encrypt"
+        } else {
+            "re-encrypted"
+        },
+        totals.secrets_resealed,
+        totals.rows_resealed,
+        totals.secrets_resealed as f64 / elapsed.max(1e-9),
+        totals.rows_relabelled,
+        totals.unreadable,
+    );
+    println!("stored secrets by key version: {}", by_key_line(&by_key, &primary));
+    db.close().await.ok();
+    if totals.unreadable > 0 {
+        anyhow::bail!(
+            "{} row(s) hold a secret that no configured key opens for that row; they were skipped (ids above). \
+             If a key is missing from ENCRYPTION_KEYS, add it back (after the primary) and run rekey again.",
+            totals.unreadable
+        );
+    }
+    Ok(())
+}
+
+/// `k1 (primary) 10, k0 3` for a per-key-version count.
+fn by_key_line(by_key: &BTreeMap<String, u64>, primary: &str) -> String {
+    by_key
+        .iter()
+        .map(|(key, count)| {
+            if key == primary {
+                format!("{key} (primary) {count}")
+            } else {
+                format!("{key} {count}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -181,11 +181,12 @@ impl Application {
             }
         });
         // The worker sweeps sessions itself; without one, only a role that may act as the system can.
+        // The stored-secrets gauge likewise: the API's role cannot count every user's rows.
         let sweeper = match self.session_sweep {
-            Some(every) => Some(tokio::spawn(crate::worker::expire_sessions(
-                self.services.clone(),
-                every,
-            ))),
+            Some(every) => Some((
+                tokio::spawn(crate::worker::expire_sessions(self.services.clone(), every)),
+                tokio::spawn(crate::worker::count_stored_secrets(self.services.clone())),
+            )),
             None => {
                 if self.worker.is_none() {
                     tracing::info!("expired exchange sessions are swept by the worker processes");
@@ -218,8 +219,9 @@ impl Application {
         }
         self.services.events.shutdown();
         upkeep.abort();
-        if let Some(sweeper) = sweeper {
+        if let Some((sweeper, secrets_gauge)) = sweeper {
             sweeper.abort();
+            secrets_gauge.abort();
         }
         self.db.close().await.ok();
         result.context("HTTP server")

@@ -30,6 +30,8 @@ pub mod action {
     pub const DIAGNOSED: &str = "connection.diagnosed";
     pub const KITE_LOGIN_STARTED: &str = "connection.kite_login_started";
     pub const KITE_LOGIN_COMPLETED: &str = "connection.kite_login_completed";
+    /// `exchange-connections rekey` re-sealed the connection's secrets under the primary key.
+    pub const REKEYED: &str = "connection.rekeyed";
     /// A pattern that suggests abuse (see `alerts`); `details.kind` says which.
     pub const SECURITY_ALERT: &str = "security.alert";
 }

@@ -5,12 +5,12 @@
 //! one snapshot, so a long chain is never loaded at once and appends made
 //! meanwhile do not look like tampering.
 
+use super::tenancy::{TenantDb, TenantTxn, end_read};
 use super::{RequestContext, Services};
 use crate::error::AppResult;
 use async_graphql::SimpleObject;
 use entity::audit_chain::GENESIS;
 use entity::{connection_audit_heads as heads, connection_audit_log as audit, users};
-use super::tenancy::{TenantDb, TenantTxn, end_read};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 

@@ -14,6 +14,7 @@ pub mod kite;
 pub mod lease;
 pub mod limits;
 pub mod policy;
+pub mod rekey;
 pub mod status;
 pub mod tenancy;
 pub mod usage;

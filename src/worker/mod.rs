@@ -10,7 +10,7 @@
 mod check;
 mod upkeep;
 
-pub use upkeep::expire_sessions;
+pub use upkeep::{count_stored_secrets, expire_sessions};
 
 use crate::service::Services;
 use std::future::Future;
@@ -59,6 +59,7 @@ pub async fn run_until_stopped(services: Services, config: WorkerConfig, shutdow
         config.interval.clamp(Duration::from_secs(1), Duration::from_secs(600)),
     ));
     let sweeper = tokio::spawn(upkeep::expire_sessions(services.clone(), config.session_sweep));
+    let secrets_gauge = tokio::spawn(upkeep::count_stored_secrets(services.clone()));
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let mut inflight = JoinSet::new();
     tokio::pin!(shutdown);
@@ -111,6 +112,7 @@ pub async fn run_until_stopped(services: Services, config: WorkerConfig, shutdow
     renewer.abort();
     pruner.abort();
     sweeper.abort();
+    secrets_gauge.abort();
     match services.release_all_leases(&owner).await {
         Ok(released) => tracing::info!(worker_id = %owner, released, "health monitor stopped"),
         Err(error) => tracing::warn!(%error, "releasing leases failed; they lapse on their own"),

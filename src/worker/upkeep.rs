@@ -1,7 +1,9 @@
 //! The worker's background upkeep: renewing the leases of checks in flight
 //! (so a slow check is not claimed twice while its worker lives), pruning
 //! the health-check history to its retention limit, and moving connections
-//! whose exchange session expired to `NEEDS_REAUTH`.
+//! whose exchange session expired to `NEEDS_REAUTH`; and the
+//! `stored_secrets{key}` gauge, which needs the system identity to count
+//! every user's secrets.
 
 use crate::service::Services;
 use std::time::Duration;
@@ -61,6 +63,24 @@ pub async fn expire_sessions(services: Services, every: Duration) {
             Ok(0) => {}
             Ok(moved) => tracing::info!(moved, "expired exchange sessions moved to NEEDS_REAUTH"),
             Err(error) => tracing::warn!(%error, "session expiry sweep failed"),
+        }
+    }
+}
+
+/// How often the stored secrets are recounted per key version (one
+/// aggregate query over `exchange_keys`).
+const STORED_SECRETS_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Keeps the `stored_secrets{key}` gauge current, from startup on, so an
+/// operator can watch an old key reach 0 after `rekey`.
+pub async fn count_stored_secrets(services: Services) {
+    let mut gauge = crate::service::rekey::StoredSecretsGauge::default();
+    let mut tick = tokio::time::interval(STORED_SECRETS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(error) = gauge.refresh(&services.db, &services.keyring).await {
+            tracing::warn!(%error, "counting stored secrets per key version failed");
         }
     }
 }

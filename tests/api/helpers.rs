@@ -239,7 +239,12 @@ impl TestApp {
 
     /// A second server process on this one's database (a replica).
     pub async fn replica(&self, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-        Self::spawn_on(self.urls.clone(), None, TempDir::new(), adjust).await
+        self.replica_as(None, adjust).await
+    }
+
+    /// [`Self::replica`] connecting as `role` (on PostgreSQL).
+    pub async fn replica_as(&self, role: Option<DbRole>, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        Self::spawn_on(self.urls.clone(), role, TempDir::new(), adjust).await
     }
 
     async fn spawn_on(

@@ -22,6 +22,7 @@ mod policy;
 mod processes;
 mod properties;
 mod redis_hub;
+mod rekey;
 mod resilience;
 mod rls;
 mod shared_budgets;

@@ -277,3 +277,44 @@ async fn serve_and_worker_refuse_roles_rls_would_not_bind() {
             .is_empty()
     );
 }
+
+/// `rekey` and `audit verify` sweep every user's rows: with a role that
+/// row-level security limits they would see none and report "all done" or
+/// "all intact", so they refuse it; with the worker's role they run.
+#[tokio::test]
+async fn tools_that_sweep_every_row_refuse_the_api_role() {
+    let (app, _, _) = two_users().await;
+    let dir = TempDir::new();
+    let run = |args: &'static [&'static str], url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_exchange-connections"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", url)
+            .env("ENCRYPTION_KEYS", ENCRYPTION_KEY)
+            .current_dir(&dir.0)
+            .output()
+            .expect("run the binary")
+    };
+    for args in [&["rekey", "--dry-run"][..], &["audit", "verify"][..]] {
+        let output = run(args, &app.urls.api);
+        assert!(!output.status.success(), "{args:?} ran as the API role");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("row-level security") && stderr.contains(migration::WORKER_ROLE),
+            "{stderr}"
+        );
+
+        let output = run(args, &app.urls.worker);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{args:?}: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.contains("2 chain(s)") || stdout.contains("2 rows hold secrets"),
+            "{args:?}: {stdout}"
+        );
+    }
+}
