@@ -190,7 +190,7 @@ mod tests {
         for garbage in [&b"not json"[..], b"{}", b"{\"origin\":1}", &[0xff, 0xfe][..], b""] {
             receive(garbage, Uuid::new_v4(), &fanout);
         }
-        assert!(rx.try_recv().is_err());
+        assert!(rx.try_recv().is_none());
     }
 
     #[test]
@@ -207,8 +207,8 @@ mod tests {
             .unwrap()
         };
         receive(&event(me), me, &fanout);
-        assert!(rx.try_recv().is_err(), "this process delivered its own event already");
+        assert!(rx.try_recv().is_none(), "this process delivered its own event already");
         receive(&event(other), me, &fanout);
-        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_some_and(|event| event.is_ok()));
     }
 }
