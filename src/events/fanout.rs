@@ -76,6 +76,12 @@ impl Fanout {
         metrics::counter!("events_delivered_total").increment(subscribers.len() as u64);
     }
 
+    /// Whether anyone in this process listens to `user_id` (a process
+    /// decodes only the events it has subscribers for).
+    pub fn has_subscribers(&self, user_id: Uuid) -> bool {
+        read(&self.queues).contains_key(&user_id)
+    }
+
     #[cfg(test)]
     fn user_count(&self) -> usize {
         read(&self.queues).len()
