@@ -16,10 +16,9 @@ use fanout::Fanout;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
-pub use fanout::PER_USER_BUFFER;
+pub use fanout::{Lagged, PER_USER_BUFFER, Receiver};
 
 /// Something a user's subscribers should hear about.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,7 +107,7 @@ impl EventHub {
 
     /// Every event of `user_id` from now on. A receiver that falls more than
     /// [`PER_USER_BUFFER`] events behind loses its oldest ones (and learns how many).
-    pub fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self, user_id: Uuid) -> Receiver {
         self.inner.fanout.subscribe(user_id)
     }
 

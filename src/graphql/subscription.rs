@@ -4,12 +4,10 @@
 //! events it lost (then refetches), and goes on receiving.
 
 use super::context::caller;
-use crate::events::Event;
+use crate::events::{Event, Lagged, Receiver};
 use crate::service::views::{AuditEntryView, ConnectionEventView};
 use async_graphql::{Context, ErrorExtensions, ID, Result, Subscription};
 use futures_util::Stream;
-use std::sync::Arc;
-use tokio::sync::broadcast::{Receiver, error::RecvError};
 
 pub struct SubscriptionRoot;
 
@@ -22,10 +20,20 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         connection_id: Option<ID>,
     ) -> Result<impl Stream<Item = Result<ConnectionEventView>> + use<>> {
-        let (services, request) = caller(ctx).await.map_err(|e| e.extend())?;
+        // The database calls are boxed: async-graphql keeps this resolver's
+        // future inside the subscription's stream for as long as it lives, and
+        // a future is as large as its largest await, so unboxed these finished
+        // sea-orm futures would stay reserved in every idle subscription
+        // (BENCHMARKS.md, live status); boxed, they are freed when done.
+        let (services, request) = Box::pin(caller(ctx)).await.map_err(|e| e.extend())?;
         // Another user's id is NOT_FOUND, exactly as for `connection(id)`.
         let only = match connection_id {
-            Some(id) => Some(services.get_connection(&request, &id).await.map_err(|e| e.extend())?.id),
+            Some(id) => Some(
+                Box::pin(services.get_connection(&request, &id))
+                    .await
+                    .map_err(|e| e.extend())?
+                    .id,
+            ),
             None => None,
         };
         let events = services.events.subscribe(request.principal.user_id);
@@ -39,7 +47,8 @@ impl SubscriptionRoot {
 
     /// Entries appended to the caller's audit log.
     async fn audit_events(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Result<AuditEntryView>> + use<>> {
-        let (services, request) = caller(ctx).await.map_err(|e| e.extend())?;
+        // Boxed for the reason given in `connection_events`.
+        let (services, request) = Box::pin(caller(ctx)).await.map_err(|e| e.extend())?;
         let events = services.events.subscribe(request.principal.user_id);
         Ok(user_events(events, |event| match event {
             Event::Audit(entry) => Some(entry.clone()),
@@ -50,7 +59,7 @@ impl SubscriptionRoot {
 
 /// The items `pick` selects from a user's channel, with lag reported as an error item.
 fn user_events<T: Send + 'static>(
-    events: Receiver<Arc<Event>>,
+    events: Receiver,
     pick: impl Fn(&Event) -> Option<T> + Send + 'static,
 ) -> impl Stream<Item = Result<T>> {
     futures_util::stream::unfold((events, pick), |(mut events, pick)| async move {
@@ -61,7 +70,7 @@ fn user_events<T: Send + 'static>(
                         return Some((Ok(item), (events, pick)));
                     }
                 }
-                Err(RecvError::Lagged(dropped)) => {
+                Err(Lagged(dropped)) => {
                     metrics::counter!("events_dropped_total", "reason" => "slow_subscriber").increment(dropped);
                     let error = async_graphql::Error::new(format!(
                         "{dropped} event(s) were dropped because this client fell behind; refetch to catch up"
@@ -72,7 +81,6 @@ fn user_events<T: Send + 'static>(
                     });
                     return Some((Err(error), (events, pick)));
                 }
-                Err(RecvError::Closed) => return None,
             }
         }
     })

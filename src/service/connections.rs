@@ -15,9 +15,10 @@ use crate::domain::{ConnectionStatus, Environment, Exchange};
 use crate::error::{AppError, AppResult};
 use crate::exchange::{Credentials, ExchangeClient, ExchangeError, TestReport};
 use entity::{connection_health_checks as checks, exchange_keys as keys};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, Set, SqlErr,
+    QueryOrder, QueryTrait, Set, SqlErr,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -186,7 +187,7 @@ impl Services {
             Ok(report) => test_ok(report, self.policy.warnings(report)),
             Err(error) => test_failed(error),
         };
-        self.record_test_outcome(ctx, row, outcome, "manual").await?;
+        self.record_test_outcome(ctx, row, outcome, TestSource::Manual).await?;
         Ok(result)
     }
 
@@ -196,11 +197,15 @@ impl Services {
         ctx: &RequestContext,
         row: keys::Model,
         outcome: Result<TestReport, ExchangeError>,
-        source: &'static str,
+        source: TestSource,
     ) -> AppResult<keys::Model> {
         let ctx = ctx.clone();
         let connection_id = row.id;
         let interval = self.health_check_interval;
+        let event = match source {
+            TestSource::Worker { .. } => kind::HEALTH_CHECKED,
+            TestSource::Manual => kind::TESTED,
+        };
         let (updated, before, entries) = self
             .db
             .user_transaction(ctx.principal.user_id, move |txn| {
@@ -238,8 +243,21 @@ impl Services {
                     active.updated_at = Set(now);
                     let code = outcome.as_ref().err().map(|e| e.code);
                     active.next_check_at = Set(next_check_at(after, code, interval, now));
-                    let updated = active.update(txn).await?;
-                    record_check(txn, &updated, outcome.as_ref(), source).await?;
+                    // (`updated_at` is set above, as the entity's `before_save` would.)
+                    let mut update = keys::Entity::update(active).validate()?;
+                    if let TestSource::Worker { lease_owner } = &source {
+                        // The worker's lease ends with its outcome, in the same
+                        // statement, if it still holds it: judged by the row being
+                        // updated, so a lease that lapsed and was claimed by
+                        // another worker meanwhile stays theirs.
+                        for column in [keys::Column::LeaseOwner, keys::Column::LeaseExpiresAt] {
+                            let held = keys::Column::LeaseOwner.eq(lease_owner.as_str());
+                            let released = Expr::case(held, Expr::null()).finally(Expr::col(column));
+                            QueryTrait::query(&mut update).value(column, released);
+                        }
+                    }
+                    let updated = update.exec(txn).await?;
+                    record_check(txn, &updated, outcome.as_ref(), source.as_str()).await?;
                     let mut entries =
                         vec![audit::record(txn, &ctx, Some(connection_id), action::TESTED, details).await?];
                     let alert = match &outcome {
@@ -247,7 +265,9 @@ impl Services {
                             let stored = alerts::stored_permissions(current.permissions.as_ref());
                             alerts::on_permissions(txn, &ctx, connection_id, stored, &report.permissions).await?
                         }
-                        Err(_) if source == "manual" => alerts::on_failed_test(txn, &ctx, connection_id).await?,
+                        Err(_) if matches!(source, TestSource::Manual) => {
+                            alerts::on_failed_test(txn, &ctx, connection_id).await?
+                        }
                         Err(_) => None,
                     };
                     entries.extend(alert);
@@ -267,11 +287,6 @@ impl Services {
                 })
             })
             .await?;
-        let event = if source == "worker" {
-            kind::HEALTH_CHECKED
-        } else {
-            kind::TESTED
-        };
         self.announce(event, &updated, Some(before.as_str()), &entries);
         Ok(updated)
     }
@@ -629,6 +644,26 @@ fn apply_success(row: &mut keys::ActiveModel, report: &TestReport, now: chrono::
     row.consecutive_failures = Set(0);
     row.latency_ms = Set(Some(latency_ms(report)));
     row.last_error = Set(None);
+}
+
+/// Who ran a test: a user, or the health monitor holding the connection's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum TestSource {
+    Manual,
+    /// The lease is given back with the outcome when this worker still holds it.
+    Worker {
+        lease_owner: String,
+    },
+}
+
+impl TestSource {
+    /// As stored in `connection_health_checks.source`.
+    fn as_str(&self) -> &'static str {
+        match self {
+            TestSource::Manual => "manual",
+            TestSource::Worker { .. } => "worker",
+        }
+    }
 }
 
 /// Appends a row to the connection's health history and counts the call

@@ -2,7 +2,7 @@
 //! one connection (through the same outcome path as a manual test, so it is
 //! audited and published alike), and the caller's health dashboard.
 
-use super::connections::owned_row_by_id;
+use super::connections::{TestSource, owned_row_by_id};
 use super::{RequestContext, Services};
 use crate::domain::{ConnectionStatus, Environment, Exchange, ExchangeErrorCode};
 use crate::error::{AppError, AppResult};
@@ -76,7 +76,14 @@ impl Services {
     /// makes the exchange's test call and records the outcome as a manual
     /// test would (source `worker`, actor `system:health-monitor`). A
     /// remembered refusal (Kraken's lockout guard) is respected, not forgotten.
-    pub async fn check_connection(&self, connection_id: Uuid, user_id: Uuid) -> AppResult<CheckOutcome> {
+    /// `lease_owner` is the worker holding the connection's lease: a
+    /// recorded outcome gives the lease back in the same transaction.
+    pub async fn check_connection(
+        &self,
+        connection_id: Uuid,
+        user_id: Uuid,
+        lease_owner: &str,
+    ) -> AppResult<CheckOutcome> {
         let ctx = RequestContext::system(user_id, HEALTH_MONITOR);
         let txn = self.db.as_user(user_id).await?;
         let row = owned_row_by_id(&txn, &ctx, connection_id).await?;
@@ -97,7 +104,10 @@ impl Services {
         let outcome = client.test(environment, &credentials).await;
         drop(credentials);
         let error = outcome.as_ref().err().map(|e| e.code);
-        let updated = self.record_test_outcome(&ctx, row, outcome, "worker").await?;
+        let source = TestSource::Worker {
+            lease_owner: lease_owner.to_owned(),
+        };
+        let updated = self.record_test_outcome(&ctx, row, outcome, source).await?;
         let status = ConnectionStatus::parse(&updated.status).ok_or_else(corrupt)?;
         Ok(CheckOutcome::Checked {
             exchange,

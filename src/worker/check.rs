@@ -1,6 +1,7 @@
 //! One claimed check: run it through the service layer with a time limit,
-//! count it, and give the lease back (rescheduling when no outcome could be
-//! recorded, so a connection that cannot be checked is not retried at once).
+//! count it, and give the lease back: with the outcome, in its transaction,
+//! when one is recorded; otherwise here (rescheduling when no outcome could
+//! be recorded, so a connection that cannot be checked is not retried at once).
 
 use crate::error::AppError;
 use crate::service::Services;
@@ -43,7 +44,7 @@ pub(super) async fn run(
         let delay = chrono::Duration::from_std(jittered(interval)).unwrap_or(chrono::Duration::MAX);
         Some(entity::now().checked_add_signed(delay))
     };
-    let outcome = tokio::time::timeout(CHECK_TIMEOUT, services.check_connection(id, claim.user_id)).await;
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, services.check_connection(id, claim.user_id, &owner)).await;
     let reschedule = match outcome {
         Ok(Ok(CheckOutcome::Checked {
             exchange,
@@ -54,8 +55,8 @@ pub(super) async fn run(
             metrics::counter!("health_checks_total", "exchange" => exchange.as_str(), "outcome" => outcome)
                 .increment(1);
             tracing::debug!(connection_id = %id, outcome, %status, "connection checked");
-            // The outcome's transaction set the next due time.
-            None
+            // The outcome's transaction set the next due time and gave the lease back.
+            return;
         }
         Ok(Ok(CheckOutcome::Skipped { reason })) => {
             metrics::counter!("health_checks_total", "exchange" => "unknown", "outcome" => "skipped").increment(1);

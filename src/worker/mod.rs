@@ -41,6 +41,13 @@ pub struct WorkerConfig {
 /// How long a stopping worker lets its checks in flight finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How many checks must be free before a busy worker claims more: half its
+/// concurrency (at most a batch). Claiming as each check ends would cost a
+/// claim statement per check when there is a backlog; this claims in batches.
+fn refill_at(config: &WorkerConfig) -> u64 {
+    (config.concurrency as u64 / 2).clamp(1, config.batch.max(1))
+}
+
 /// Runs until `shutdown` completes: then stops claiming, gives checks in
 /// flight [`SHUTDOWN_GRACE`] to finish, abandons the rest and releases
 /// every lease it still holds. Errors are logged; the loop never panics.
@@ -61,13 +68,14 @@ pub async fn run_until_stopped(services: Services, config: WorkerConfig, shutdow
     let sweeper = tokio::spawn(upkeep::expire_sessions(services.clone(), config.session_sweep));
     let secrets_gauge = tokio::spawn(upkeep::count_stored_secrets(services.clone()));
     let permits = Arc::new(Semaphore::new(config.concurrency));
+    let refill = refill_at(&config);
     let mut inflight = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         while inflight.try_join_next().is_some() {}
         let free = permits.available_permits() as u64;
         let mut more_due = false;
-        if free > 0 {
+        if free >= refill {
             let want = free.min(config.batch);
             match services.claim_due(&owner, want, config.lease).await {
                 Ok(claims) => {
@@ -94,12 +102,12 @@ pub async fn run_until_stopped(services: Services, config: WorkerConfig, shutdow
                 Err(error) => tracing::warn!(%error, "claiming due connections failed"),
             }
         }
-        let full = permits.available_permits() == 0;
-        let wait = if more_due && !full { Duration::ZERO } else { config.poll };
+        let busy = (permits.available_permits() as u64) < refill;
+        let wait = if more_due && !busy { Duration::ZERO } else { config.poll };
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            Some(_) = inflight.join_next(), if full => {}
+            Some(_) = inflight.join_next(), if busy => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -116,5 +124,31 @@ pub async fn run_until_stopped(services: Services, config: WorkerConfig, shutdow
     match services.release_all_leases(&owner).await {
         Ok(released) => tracing::info!(worker_id = %owner, released, "health monitor stopped"),
         Err(error) => tracing::warn!(%error, "releasing leases failed; they lapse on their own"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(concurrency: usize, batch: u64) -> WorkerConfig {
+        WorkerConfig {
+            interval: Duration::from_secs(60),
+            lease: Duration::from_secs(60),
+            poll: Duration::from_secs(1),
+            batch,
+            concurrency,
+            retention: 10,
+            session_sweep: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_busy_worker_claims_in_batches() {
+        assert_eq!(refill_at(&config(16, 50)), 8);
+        assert_eq!(refill_at(&config(200, 50)), 50);
+        assert_eq!(refill_at(&config(1, 50)), 1);
+        assert_eq!(refill_at(&config(3, 50)), 1);
+        assert_eq!(refill_at(&config(16, 0)), 1);
     }
 }

@@ -182,3 +182,61 @@ async fn garbage_on_the_channel_is_dropped_and_fanout_goes_on() {
     let event = ws.next_payload("c", SOON).await;
     assert_eq!(event["data"]["connectionEvents"]["connectionId"], created["id"]);
 }
+
+#[tokio::test]
+async fn a_burst_of_events_crosses_complete_and_in_order() {
+    use exchange_connections::events::{Event, EventHub, HubStatus};
+    use exchange_connections::service::views::AuditEntryView;
+
+    // Two processes' hubs on a channel of this test's own.
+    let channel = format!("ec-test:{}", Uuid::new_v4());
+    let publisher = EventHub::redis(&redis_url(), &channel).expect("hub");
+    let receiver = EventHub::redis(&redis_url(), &channel).expect("hub");
+    let deadline = tokio::time::Instant::now() + SOON;
+    while [&publisher, &receiver]
+        .iter()
+        .any(|hub| hub.status() != HubStatus::Connected)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis must be reachable at TEST_REDIS_URL"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let user = Uuid::new_v4();
+    let mut events = receiver.subscribe(user);
+
+    // Published at once, they queue up and travel in pipelines; a subscriber
+    // sees every one, in order. (Fewer than a subscriber may fall behind.)
+    let count = exchange_connections::events::PER_USER_BUFFER - 1;
+    for n in 0..count {
+        publisher.publish(
+            user,
+            Event::Audit(AuditEntryView {
+                id: async_graphql::ID(n.to_string()),
+                connection_id: None,
+                action: "connection.tested".into(),
+                at: chrono::Utc::now(),
+                actor: "user:test".into(),
+                ip: None,
+                user_agent: None,
+                request_id: None,
+                details: None,
+                seq: n as i64 + 1,
+                hash: String::new(),
+            }),
+        );
+    }
+    for n in 0..count {
+        let event = tokio::time::timeout(SOON, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("event {n} never arrived"))
+            .expect("no events lost");
+        match &*event {
+            Event::Audit(entry) => assert_eq!(entry.id.0, n.to_string()),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    publisher.shutdown();
+    receiver.shutdown();
+}

@@ -583,6 +583,34 @@ async fn health_summary_counts_and_isolation(backend: Backend) {
     );
 }
 
+async fn a_recorded_check_gives_back_only_its_own_lease(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = Uuid::new_v4();
+    let token = app.token_for(user);
+    let id = uuid(&connect(&app, &token, "Lease", "ls1").await["id"]);
+    let lease = Duration::from_secs(60);
+
+    // The holder's check gives the lease back with its outcome.
+    make_due(&app, id).await;
+    let claims = app.services.claim_due("worker-a", 10, lease).await.unwrap();
+    assert_eq!(claims.iter().map(|c| c.connection_id).collect::<Vec<_>>(), [id]);
+    app.services.check_connection(id, user, "worker-a").await.unwrap();
+    let row = key_row(&app, id).await;
+    assert!(row.lease_owner.is_none() && row.lease_expires_at.is_none(), "{row:?}");
+    assert_eq!(history(&app, id, Some("worker")).await.len(), 1);
+    assert!(row.next_check_at.unwrap() > entity::now(), "rescheduled by the outcome");
+
+    // A worker whose lease was taken over records its outcome but leaves the new holder's lease alone.
+    make_due(&app, id).await;
+    app.services.claim_due("worker-b", 10, lease).await.unwrap();
+    let held = key_row(&app, id).await.lease_expires_at;
+    app.services.check_connection(id, user, "worker-a").await.unwrap();
+    let row = key_row(&app, id).await;
+    assert_eq!(row.lease_owner.as_deref(), Some("worker-b"));
+    assert_eq!(row.lease_expires_at, held);
+    assert_eq!(history(&app, id, Some("worker")).await.len(), 2);
+}
+
 on_both_backends!(
     due_connection_is_checked_by_the_worker,
     statuses_follow_the_machine,
@@ -591,6 +619,7 @@ on_both_backends!(
     connection_usage_buckets,
     connection_usage_bad_inputs,
     health_summary_counts_and_isolation,
+    a_recorded_check_gives_back_only_its_own_lease,
 );
 
 /// A `worker` process; killed (SIGKILL) when dropped.

@@ -8,9 +8,10 @@
 
 mod protocol;
 
-use super::HttpState;
-use crate::auth::{Principal, bearer_token};
-use crate::graphql::GraphqlContext;
+use super::{HttpState, RequestLimits};
+use crate::auth::{Principal, Verifier, bearer_token};
+use crate::config::WebSocketLimits;
+use crate::graphql::{AppSchema, GraphqlContext};
 use async_graphql::Data;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols, WsMessage};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -21,14 +22,20 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use protocol::{Protocol, Subscriptions, Verdict};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
 /// Largest message a client may send (a subscribe with its query).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// A client that has not taken a message within this time is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Initial read buffer of a socket. Idle sockets are most sockets, and
+/// clients send little (an init, a few subscribes, pongs): it grows for a
+/// larger message, up to [`MAX_MESSAGE_BYTES`].
+const READ_BUFFER_BYTES: usize = 1024;
+/// Client messages waiting for the protocol engine.
+const ENGINE_QUEUE: usize = 16;
 
 pub async fn handler(
     State(state): State<HttpState>,
@@ -61,14 +68,16 @@ pub async fn handler(
         ip: Some(ip.to_string()),
         user_agent,
     };
+    // Boxed: the task holds a pointer, not a copy at every layer of its future.
+    let session = Box::new(Session::new(SessionState::of(&state), protocol, context));
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         // Idle sockets are most sockets: keep their buffers small.
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| Session::new(state, protocol, context).run(socket))
+        .on_upgrade(move |socket| session.run(socket))
 }
 
 /// The first protocol the client offers that we speak.
@@ -82,10 +91,32 @@ fn requested_protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
 }
 
 struct Session {
-    state: HttpState,
+    state: SessionState,
     engine_protocol: WebSocketProtocols,
     protocol: Protocol,
     context: GraphqlContext,
+}
+
+/// What a socket needs of the server for its whole life; only that, since
+/// every idle socket holds its own copy (in its task, more than once).
+struct SessionState {
+    schema: AppSchema,
+    verifier: Arc<Verifier>,
+    limits: Arc<RequestLimits>,
+    websocket: WebSocketLimits,
+    shutdown: tokio::sync::watch::Receiver<()>,
+}
+
+impl SessionState {
+    fn of(state: &HttpState) -> Self {
+        Self {
+            schema: state.schema.clone(),
+            verifier: state.verifier.clone(),
+            limits: state.limits.clone(),
+            websocket: state.websocket,
+            shutdown: state.shutdown.clone(),
+        }
+    }
 }
 
 /// Counts open sockets for `/metrics`.
@@ -111,7 +142,7 @@ enum First {
 }
 
 impl Session {
-    fn new(state: HttpState, engine_protocol: WebSocketProtocols, context: GraphqlContext) -> Self {
+    fn new(state: SessionState, engine_protocol: WebSocketProtocols, context: GraphqlContext) -> Self {
         Self {
             state,
             protocol: engine_protocol.into(),
@@ -120,10 +151,16 @@ impl Session {
         }
     }
 
-    async fn run(self, socket: WebSocket) {
+    /// Splits the socket before anything waits, so that the task does not
+    /// keep the (moved-out) socket beside its two halves.
+    fn run(self: Box<Self>, socket: WebSocket) -> impl Future<Output = ()> + Send + 'static {
+        let (sink, stream) = socket.split();
+        self.session(sink, stream)
+    }
+
+    async fn session(mut self: Box<Self>, mut sink: SplitSink<WebSocket, Message>, mut stream: SplitStream<WebSocket>) {
         let _gauge = ClientGauge::open();
         let limits = self.state.websocket;
-        let (mut sink, mut stream) = socket.split();
 
         let first = match timeout(limits.init_timeout, first_text(&mut stream)).await {
             Err(_) => return close(&mut sink, 4408, "Connection initialisation timeout").await,
@@ -141,7 +178,9 @@ impl Session {
         {
             return close(&mut sink, 4429, "Too many failed authentications").await;
         }
-        let principal = match self.authenticate(&payload).await {
+        // Boxed: a future is as large as its largest await, and this one is
+        // done long before the socket's life ends (see BENCHMARKS.md).
+        let principal = match Box::pin(self.authenticate(&payload)).await {
             Ok(principal) => principal,
             Err(reason) => {
                 if let Some(ip) = ip {
@@ -151,7 +190,9 @@ impl Session {
                 return close(&mut sink, 4403, "Forbidden").await;
             }
         };
-        self.serve(principal, first, sink, stream).await;
+        // Not kept for the socket's life (it holds the token, too).
+        drop(payload);
+        self.serve(principal, first, &mut sink, &mut stream).await;
     }
 
     async fn authenticate(&self, payload: &serde_json::Value) -> Result<Principal, String> {
@@ -162,24 +203,24 @@ impl Session {
 
     /// The authenticated session: the executor behind our checks until either side ends it.
     async fn serve(
-        self,
+        &mut self,
         principal: Principal,
         init: String,
-        mut sink: SplitSink<WebSocket, Message>,
-        mut stream: SplitStream<WebSocket>,
+        sink: &mut SplitSink<WebSocket, Message>,
+        stream: &mut SplitStream<WebSocket>,
     ) {
         let limits = self.state.websocket;
         let expires_at = token_deadline(&principal);
         let mut data = Data::default();
         data.insert(GraphqlContext {
             principal: Some(principal),
-            ..self.context
+            ..std::mem::take(&mut self.context)
         });
-        let (to_engine, from_client) = mpsc::channel::<String>(16);
+        // futures' channel: an idle one is a few hundred bytes smaller than tokio's.
+        let (mut to_engine, from_client) = futures_channel::mpsc::channel::<String>(ENGINE_QUEUE);
         // The executor answers the init we already checked with its ack.
         let _ = to_engine.send(init).await;
-        let input = futures_util::stream::unfold(from_client, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-        let engine = async_graphql::http::WebSocket::new(self.state.schema.clone(), input, self.engine_protocol)
+        let engine = async_graphql::http::WebSocket::new(self.state.schema.clone(), from_client, self.engine_protocol)
             .connection_data(data);
         tokio::pin!(engine);
         let mut subscriptions = Subscriptions::new(self.protocol, limits.max_subscriptions);
@@ -199,20 +240,20 @@ impl Session {
                             }
                         }
                         Verdict::Reply(reply) => {
-                            if !send(&mut sink, reply).await {
+                            if !send(sink, reply).await {
                                 break;
                             }
                         }
-                        Verdict::Close(code, reason) => return close(&mut sink, code, &reason).await,
+                        Verdict::Close(code, reason) => return close(sink, code, &reason).await,
                     },
                     Some(Ok(Message::Binary(_))) => {
-                        return close(&mut sink, 4400, "Binary messages are not supported").await;
+                        return close(sink, 4400, "Binary messages are not supported").await;
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) | None => break,
                     Some(Err(error)) => {
                         if is_too_big(&error) {
-                            return close(&mut sink, 1009, "Message too big").await;
+                            return close(sink, 1009, "Message too big").await;
                         }
                         break;
                     }
@@ -220,20 +261,20 @@ impl Session {
                 outgoing = engine.next() => match outgoing {
                     Some(WsMessage::Text(text)) => {
                         subscriptions.observe_server(&text);
-                        if !send(&mut sink, text).await {
+                        if !send(sink, text).await {
                             break;
                         }
                     }
-                    Some(WsMessage::Close(code, reason)) => return close(&mut sink, code, &reason).await,
+                    Some(WsMessage::Close(code, reason)) => return close(sink, code, &reason).await,
                     None => break,
                 },
                 _ = keepalive.tick() => {
-                    if !send(&mut sink, protocol::keepalive(self.protocol).to_owned()).await {
+                    if !send(sink, protocol::keepalive(self.protocol).to_owned()).await {
                         break;
                     }
                 }
-                _ = &mut expiry => return close(&mut sink, 4403, "Forbidden: token expired").await,
-                _ = shutdown.changed() => return close(&mut sink, 1001, "Server shutting down").await,
+                _ = &mut expiry => return close(sink, 4403, "Forbidden: token expired").await,
+                _ = shutdown.changed() => return close(sink, 1001, "Server shutting down").await,
             }
         }
         let _ = sink.close().await;
