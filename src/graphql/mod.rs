@@ -36,6 +36,18 @@ pub fn build_schema(services: Services, introspection: bool) -> AppSchema {
     }
 }
 
+/// The schema without services, with or without the abuse limits (depth,
+/// complexity, aliases), for `benches/limits.rs`, which measures what the
+/// limits cost per request. Resolvers that need the services fail.
+#[doc(hidden)]
+pub fn bare_schema(limited: bool) -> AppSchema {
+    if limited {
+        builder().extension(limits::AliasLimit).finish()
+    } else {
+        Schema::build(query::QueryRoot, mutation::MutationRoot, SubscriptionRoot).finish()
+    }
+}
+
 /// The SDL that `schema.graphql` holds (`exchange-connections schema`).
 pub fn sdl() -> String {
     builder().finish().sdl_with_options(
