@@ -32,8 +32,9 @@ use uuid::Uuid;
 /// Throwaway values, as in the API tests.
 const JWT_SECRET: &str = "bench-jwt-secret-that-is-long-enough-0123456789";
 const ENCRYPTION_KEY: &str = "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=";
-const API_KEY: &str = "benchKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKbench";
-const API_SECRET: &str = "benchsssssssssssssssssssssssssssssssssssssssssssssssssssssbench";
+/// 64 letters and digits, the shape of a Binance HMAC key and secret.
+const API_KEY: &str = "benchKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKKbench";
+const API_SECRET: &str = "benchssssssssssssssssssssssssssssssssssssssssssssssssssssssbench";
 
 /// Weight of one production test: `/api/v3/account` (20) + `apiRestrictions` (1).
 const TEST_WEIGHT: u32 = 21;
@@ -226,6 +227,9 @@ async fn spawn_app(database_url: &str, mock_url: &Url, dir: &std::path::Path) ->
         // The per-user limit on exchange-calling mutations would stop the run.
         exchange_tests_per_minute: 1_000_000,
         exchange_tests_burst: 1_000_000,
+        // One user from one address makes every request.
+        rate_limit_per_ip: 1_000_000,
+        rate_limit_per_user: 1_000_000,
         binance_base_url: binance.clone(),
         binance_testnet_base_url: binance,
         ..Settings::default()
