@@ -258,8 +258,15 @@ impl Services {
                     }
                     let updated = update.exec(txn).await?;
                     record_check(txn, &updated, outcome.as_ref(), source.as_str()).await?;
-                    let mut entries =
-                        vec![audit::record(txn, &ctx, Some(connection_id), action::TESTED, details).await?];
+                    // A test the user asked for is audited; the health monitor's
+                    // routine checks are not (their history is
+                    // `connection_health_checks`, which has a retention limit,
+                    // while the audit log is append-only and never pruned): only
+                    // the status changes and alerts they cause are.
+                    let mut entries = Vec::new();
+                    if matches!(source, TestSource::Manual) {
+                        entries.push(audit::record(txn, &ctx, Some(connection_id), action::TESTED, details).await?);
+                    }
                     let alert = match &outcome {
                         Ok(report) => {
                             let stored = alerts::stored_permissions(current.permissions.as_ref());
