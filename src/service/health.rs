@@ -3,6 +3,7 @@
 //! audited and published alike), and the caller's health dashboard.
 
 use super::connections::{TestSource, owned_row_by_id};
+use super::lease::Claim;
 use super::{RequestContext, Services};
 use crate::domain::{ConnectionStatus, Environment, Exchange, ExchangeErrorCode};
 use crate::error::{AppError, AppResult};
@@ -88,6 +89,19 @@ impl Services {
         let txn = self.db.as_user(user_id).await?;
         let row = owned_row_by_id(&txn, &ctx, connection_id).await?;
         super::tenancy::end_read(txn);
+        self.check_row(ctx, row, lease_owner).await
+    }
+
+    /// [`Self::check_connection`] on the row its claim returned (the
+    /// worker's path: one read fewer per check). The outcome's transaction
+    /// reads the row again, so a revocation or rotation since the claim wins.
+    pub async fn check_claimed(&self, claim: Claim, lease_owner: &str) -> AppResult<CheckOutcome> {
+        let ctx = RequestContext::system(claim.user_id, HEALTH_MONITOR);
+        self.check_row(ctx, *claim.row.0, lease_owner).await
+    }
+
+    async fn check_row(&self, ctx: RequestContext, row: keys::Model, lease_owner: &str) -> AppResult<CheckOutcome> {
+        let connection_id = row.id;
         if row.revoked_at.is_some() {
             return Ok(CheckOutcome::Skipped { reason: "revoked" });
         }

@@ -40,11 +40,12 @@ pub(super) async fn run(
     let lag = (chrono::Utc::now() - claim.due_at).to_std().unwrap_or_default();
     metrics::histogram!("health_check_lag_seconds").record(lag.as_secs_f64());
     let id = claim.connection_id;
+    let check = services.check_claimed(claim, &owner);
     let retry_later = || {
         let delay = chrono::Duration::from_std(jittered(interval)).unwrap_or(chrono::Duration::MAX);
         Some(entity::now().checked_add_signed(delay))
     };
-    let outcome = tokio::time::timeout(CHECK_TIMEOUT, services.check_connection(id, claim.user_id, &owner)).await;
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, check).await;
     let reschedule = match outcome {
         Ok(Ok(CheckOutcome::Checked {
             exchange,
