@@ -219,6 +219,11 @@ async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
     };
     let mut run = Rekey::start(db.clone(), keyring.clone(), options).await?;
     let primary = keyring.primary_key_id().to_owned();
+    let verb = if options.dry_run {
+        "would re-encrypt"
+    } else {
+        "re-encrypted"
+    };
     let mode = if options.dry_run {
         "rekey (dry run, nothing is written)"
     } else {
@@ -258,11 +263,7 @@ async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
             "batch {batch}: scanned {}/{} rows; {} {} secrets in {} rows; unreadable {}; remaining by key version: {}",
             totals.scanned,
             run.total_rows(),
-            if options.dry_run {
-                "would re-encrypt"
-            } else {
-                "re-encrypted"
-            },
+            verb,
             totals.secrets_resealed,
             totals.rows_resealed,
             totals.unreadable,
@@ -289,11 +290,7 @@ async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
         "{mode}: done in {elapsed:.1} s: scanned {} rows; {} {} secrets in {} rows ({:.0} secrets/s); \
          relabelled {} rows; unreadable {}",
         totals.scanned,
-        if options.dry_run {
-            "would re-encrypt"
-        } else {
-            "re-encrypted"
-        },
+        verb,
         totals.secrets_resealed,
         totals.rows_resealed,
         totals.secrets_resealed as f64 / elapsed.max(1e-9),

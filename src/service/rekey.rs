@@ -661,9 +661,7 @@ mod tests {
     use super::*;
     use crate::crypto::SecretString;
 
-    const OLD: &str = "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=";
-    const NEW: &str = "82Op4IGrGjHgPUZMsW_xocrghw1FQiFBL8s-bfXs02U=";
-    const OTHER: &str = "myg1khgT6yqt843E2h35ateg6VgY8MD8bJLop5G6cSg=";
+    use crate::crypto::test_keys::{NEW, OLD, OTHER};
 
     fn ring(spec: &str) -> KeyRing {
         KeyRing::parse(spec, "ENCRYPTION_KEYS").unwrap()

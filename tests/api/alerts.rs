@@ -31,16 +31,18 @@ async fn alerts(app: &TestApp, token: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn alert_count(app: &TestApp, kind: &str) -> u64 {
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base_url))
-        .send()
-        .await
+/// Registers `key` at the mock and connects it as "main"; returns its id.
+async fn connect_main(app: &TestApp, token: &str, key: &str, secret: &str) -> String {
+    app.binance.add_hmac_key(key, secret, MockPermissions::default());
+    app.ok(token, &create_mutation(), create_input("main", key, secret))
+        .await["createConnection"]["id"]
+        .as_str()
         .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .to_string()
+}
+
+async fn alert_count(app: &TestApp, kind: &str) -> u64 {
+    let metrics = app.metrics_text().await;
     // Tests share the process's recorder: compare before and after.
     metrics
         .lines()
@@ -109,13 +111,7 @@ async fn failed_test_burst(backend: Backend) {
     .await;
     let token = app.token_for(Uuid::new_v4());
     let (key, secret) = binance_key("fb");
-    app.binance.add_hmac_key(&key, &secret, MockPermissions::default());
-    let id = app
-        .ok(&token, &create_mutation(), create_input("main", &key, &secret))
-        .await["createConnection"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = connect_main(&app, &token, &key, &secret).await;
     app.binance.remove_key(&key);
     for attempt in 1..=4 {
         let tested = app.ok(&token, TEST, json!({ "id": id })).await;
@@ -141,13 +137,7 @@ async fn rotation_burst(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token_for(Uuid::new_v4());
     let (key, secret) = binance_key("r0");
-    app.binance.add_hmac_key(&key, &secret, MockPermissions::default());
-    let id = app
-        .ok(&token, &create_mutation(), create_input("main", &key, &secret))
-        .await["createConnection"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = connect_main(&app, &token, &key, &secret).await;
     let rotate = format!(
         "mutation($id: ID!, $c: CredentialsInput!) {{ rotateKeys(id: $id, credentials: $c) {{ {CONNECTION_FIELDS} }} }}"
     );

@@ -8,7 +8,7 @@
 //! entries from before the chain are chained by the migration.
 
 use crate::connections::{CONNECTION_FIELDS, binance_key, connect, create_input, create_mutation};
-use crate::helpers::{Backend, TempDir, TestApp, postgres_admin_url};
+use crate::helpers::{Backend, TempDir, TestApp, block_audit_writes, postgres_admin_url};
 use crate::mock::binance::MockPermissions;
 use crate::on_both_backends;
 use entity::{connection_audit_heads, connection_audit_log, exchange_keys, users};
@@ -313,19 +313,7 @@ async fn failed_audit_write_leaves_nothing_behind(backend: Backend) {
     assert_eq!(before["intact"], true, "{before}");
 
     // Every insert into the audit log fails, as if the table were unwritable.
-    let (block, unblock) = match backend {
-        Backend::Sqlite => (
-            "CREATE TRIGGER block_audit BEFORE INSERT ON connection_audit_log \
-             BEGIN SELECT RAISE(ABORT, 'blocked'); END",
-            "DROP TRIGGER block_audit",
-        ),
-        Backend::Postgres => (
-            "CREATE FUNCTION block_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'blocked'; END $$; \
-             CREATE TRIGGER block_audit BEFORE INSERT ON connection_audit_log \
-             FOR EACH ROW EXECUTE FUNCTION block_audit()",
-            "DROP TRIGGER block_audit ON connection_audit_log; DROP FUNCTION block_audit()",
-        ),
-    };
+    let (block, unblock) = block_audit_writes(backend);
     let admin = match backend {
         Backend::Sqlite => app.db.clone(),
         Backend::Postgres => owner(&app).await,

@@ -6,30 +6,13 @@
 //! metrics and the database file.
 
 use crate::every_exchange::{Api, Mocks, every_exchange};
-use crate::helpers::{ENCRYPTION_KEY, JWT_SECRET, TempDir, token};
+use crate::helpers::{ENCRYPTION_KEY, JWT_SECRET, Running, TempDir, free_port, token};
 use crate::mock::{binance::MockBinance, coinbase::MockCoinbase, kite::MockKite, kraken::MockKraken};
 use crate::ws_client::{Frame, TRANSPORT_WS, WsClient};
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use uuid::Uuid;
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn base(url: &url::Url) -> String {
     url.as_str().trim_end_matches('/').to_string()

@@ -2,9 +2,9 @@
 //! embedded default, prints a working demo token, and shuts down cleanly on
 //! SIGTERM; unsafe configurations refuse to start.
 
-use crate::helpers::TempDir;
+use crate::helpers::{Running, TempDir};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn binary(dir: &TempDir) -> Command {
@@ -17,15 +17,6 @@ fn binary(dir: &TempDir) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]

@@ -219,6 +219,18 @@ pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> Database
 }
 
 impl TestApp {
+    /// The app's `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn spawn(backend: Backend) -> TestApp {
         Self::spawn_with(backend, |_| {}).await
     }
@@ -379,4 +391,41 @@ macro_rules! on_both_backends {
             }
         }
     )*};
+}
+
+/// A child process of the binary, killed and reaped when dropped.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// SQL that makes every insert into the audit log fail (as if the table
+/// were unwritable), and SQL that undoes it; run both as the owner.
+pub fn block_audit_writes(backend: Backend) -> (&'static str, &'static str) {
+    match backend {
+        Backend::Sqlite => (
+            "CREATE TRIGGER block_audit BEFORE INSERT ON connection_audit_log \
+             BEGIN SELECT RAISE(ABORT, 'blocked'); END",
+            "DROP TRIGGER block_audit",
+        ),
+        Backend::Postgres => (
+            "CREATE FUNCTION block_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'blocked'; END $$; \
+             CREATE TRIGGER block_audit BEFORE INSERT ON connection_audit_log \
+             FOR EACH ROW EXECUTE FUNCTION block_audit()",
+            "DROP TRIGGER block_audit ON connection_audit_log; DROP FUNCTION block_audit()",
+        ),
+    }
 }

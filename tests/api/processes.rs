@@ -4,37 +4,20 @@
 //! and status changes, live.
 
 use crate::connections::{binance_key, create_input, create_mutation};
-use crate::helpers::{Backend, ENCRYPTION_KEY, JWT_SECRET, TempDir, TestApp, redis_url};
+use crate::helpers::{Backend, ENCRYPTION_KEY, JWT_SECRET, Running, TempDir, TestApp, free_port, redis_url};
 use crate::mock::binance::MockFailure;
 use crate::mock::binance::MockPermissions;
 use crate::ws_client::{TRANSPORT_WS, WsClient};
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use uuid::Uuid;
 
 const EVENTS: &str = "subscription { connectionEvents { kind connectionId status previousStatus } }";
 
 /// A child process, killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// The binary in `role` on the test app's database, the shared Redis and the app's mock Binance.
-fn start(app: &TestApp, dir: &TempDir, role: &str, port: u16) -> Process {
+fn start(app: &TestApp, dir: &TempDir, role: &str, port: u16) -> Running {
     let binance = app.binance.base_url.as_str().trim_end_matches('/').to_string();
     let child = Command::new(env!("CARGO_BIN_EXE_exchange-connections"))
         .arg(role)
@@ -64,7 +47,7 @@ fn start(app: &TestApp, dir: &TempDir, role: &str, port: u16) -> Process {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {role}: {e}"));
-    Process(child)
+    Running(child)
 }
 
 /// Waits until the process on `port` is ready with its hub connected to Redis.

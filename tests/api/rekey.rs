@@ -191,15 +191,7 @@ async fn assert_gauge(app: &TestApp, key: &str, expected: f64) {
 
 /// `stored_secrets{key="<id>"}` as `app` serves it at /metrics.
 async fn gauge(app: &TestApp, key: &str) -> Option<f64> {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base_url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = app.metrics_text().await;
     let prefix = format!("stored_secrets{{key=\"{key}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))

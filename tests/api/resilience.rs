@@ -3,7 +3,7 @@
 //! behind; canary secrets never come back out.
 
 use crate::connections::{binance_key, connect, create_input, create_mutation};
-use crate::helpers::{Backend, ENCRYPTION_KEY, TestApp};
+use crate::helpers::{Backend, ENCRYPTION_KEY, TestApp, block_audit_writes};
 use crate::mock::binance::MockPermissions;
 use crate::on_both_backends;
 use entity::{connection_audit_log, connection_health_checks, exchange_keys};
@@ -82,19 +82,7 @@ async fn audit_failure_rolls_back(backend: Backend) {
     let audit_count = connection_audit_log::Entity::find().all(&app.db).await.unwrap().len();
 
     // Make every audit write fail, behind the service's back.
-    let (block, unblock) = match backend {
-        Backend::Sqlite => (
-            "CREATE TRIGGER block_audit BEFORE INSERT ON connection_audit_log \
-             BEGIN SELECT RAISE(ABORT, 'blocked'); END",
-            "DROP TRIGGER block_audit",
-        ),
-        Backend::Postgres => (
-            "CREATE FUNCTION block_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'blocked'; END $$; \
-             CREATE TRIGGER block_audit BEFORE INSERT ON connection_audit_log \
-             FOR EACH ROW EXECUTE FUNCTION block_audit()",
-            "DROP TRIGGER block_audit ON connection_audit_log",
-        ),
-    };
+    let (block, unblock) = block_audit_writes(backend);
     app.db.execute_unprepared(block).await.unwrap();
     let (key, secret) = binance_key("atom2");
     app.binance.add_hmac_key(&key, &secret, MockPermissions::default());
@@ -181,15 +169,7 @@ async fn canary_secrets_never_come_back(backend: Backend) {
         )
         .await;
     seen += &body.to_string();
-    seen += &app
-        .client
-        .get(format!("{}/metrics", app.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    seen += &app.metrics_text().await;
 
     // What the database holds outside the ciphertext columns.
     for row in exchange_keys::Entity::find().all(&app.db).await.unwrap() {
